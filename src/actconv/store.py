@@ -1,0 +1,206 @@
+"""The results store: one SQLite file per output directory, one transaction per run."""
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .config import RunSpec
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+STORE_NAME = "actconv.sqlite"
+FINISHED = ("done", "diverged")
+KEY_COLUMNS = ["run_id", "model", "activation", "seed", "n_train"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS studies (
+    name TEXT NOT NULL, spec_json TEXT NOT NULL, registered_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, study TEXT, status TEXT NOT NULL DEFAULT 'pending',
+    model TEXT NOT NULL, model_kind TEXT NOT NULL, activate_logits INTEGER, hidden_units INTEGER,
+    hidden_layers INTEGER, batchnorm INTEGER, init TEXT, activation TEXT NOT NULL,
+    seed INTEGER NOT NULL, n_train INTEGER NOT NULL, dataset TEXT, normalize TEXT,
+    stratify INTEGER, epochs INTEGER, batch_size INTEGER, optimizer TEXT, lr REAL,
+    momentum REAL, weight_decay REAL, engine TEXT, diverged_step INTEGER, error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, wall_s REAL, started_at REAL, finished_at REAL,
+    torch_version TEXT, device TEXT, threads INTEGER, dtype TEXT, config_json TEXT NOT NULL,
+    claimed_by TEXT, lease_until REAL);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL, model TEXT, activation TEXT, seed INTEGER, n_train INTEGER,
+    epoch INTEGER NOT NULL, train_loss REAL, train_accuracy REAL, test_loss REAL,
+    test_accuracy REAL, PRIMARY KEY (run_id, epoch));
+CREATE TABLE IF NOT EXISTS batches (
+    run_id TEXT NOT NULL, model TEXT, activation TEXT, seed INTEGER, n_train INTEGER,
+    epoch INTEGER NOT NULL, step INTEGER NOT NULL, loss REAL, accuracy REAL,
+    PRIMARY KEY (run_id, step));
+CREATE TABLE IF NOT EXISTS diagnostics (
+    run_id TEXT NOT NULL, epoch INTEGER, step INTEGER, layer TEXT, metric TEXT, value REAL);
+CREATE INDEX IF NOT EXISTS diagnostics_run ON diagnostics (run_id);
+"""
+
+
+@dataclass
+class Results:
+    """The long tables of one output directory."""
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    batches: pd.DataFrame
+    diagnostics: pd.DataFrame
+
+
+def store_path(out_dir) -> Path:
+    return Path(out_dir) / STORE_NAME
+
+
+class Store:
+    """An open results store; every write is one transaction."""
+
+    def __init__(self, out_dir, create: bool = True):
+        self.path = store_path(out_dir)
+        if not create and not self.path.exists():
+            raise StoreError(f"no actconv results in {out_dir} (expected {self.path})")
+        try:
+            if create:
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+            if create and not os.access(out_dir, os.W_OK):
+                raise StoreError(f"output directory {out_dir} is not writable")
+            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.conn.execute("PRAGMA busy_timeout = 60000")
+            self.conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+            self.conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives a killed process
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open a store in {out_dir}: {e}") from None
+        self._check_schema(create)
+
+    def _check_schema(self, create: bool):
+        try:
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "meta" in tables:
+                row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                found = int(row[0]) if row else None
+                if found != SCHEMA_VERSION:
+                    raise StoreError(f"{self.path} was written with store schema {found}; this actconv "
+                                     f"reads schema {SCHEMA_VERSION}: use a new --out directory")
+            elif tables:
+                raise StoreError(f"{self.path} is not an actconv store (no schema version)")
+            elif create:
+                with self.transaction():
+                    self._create_tables()
+                    self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                                      (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not a readable SQLite store: {e}") from None
+
+    def _create_tables(self):
+        # executescript would commit the open transaction, so run the statements one by one.
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            self.conn.execute(statement)
+
+    def transaction(self):
+        return _Transaction(self.conn)
+
+    def close(self):
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- runs ---------------------------------------------------------------------------
+    def register(self, study_name: str, study_json: str, specs: list[RunSpec]) -> None:
+        """Record the study and every run as pending; runs already known keep their state."""
+        rows = [_run_row(study_name, s) for s in specs]
+        cols = list(rows[0]) if rows else []
+        with self.transaction():
+            self.conn.execute("INSERT INTO studies VALUES (?, ?, ?)", (study_name, study_json, time.time()))
+            if rows:
+                self.conn.executemany(
+                    f"INSERT OR IGNORE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [tuple(r.values()) for r in rows])
+
+    def statuses(self, run_ids=None) -> dict[str, str]:
+        """run_id -> status."""
+        rows = self.conn.execute("SELECT run_id, status FROM runs").fetchall()
+        out = dict(rows)
+        return out if run_ids is None else {r: out.get(r, "unknown") for r in run_ids}
+
+    def write(self, result) -> None:
+        """Store one run's rows and its final status atomically (replacing any earlier try)."""
+        s, rid = result.spec, result.run_id
+        key = (rid, s.model, s.activation, s.seed, s.n_train)
+        b = result.batches
+        batch_rows = [key + (int(e), int(st), float(lo), float(ac))
+                      for e, st, lo, ac in zip(b.get("epoch", []), b.get("step", []), b.get("loss", []),
+                                               b.get("accuracy", []))]
+        epoch_rows = [key + (e["epoch"], e["train_loss"], e["train_accuracy"], e["test_loss"],
+                             e["test_accuracy"]) for e in result.epochs]
+        env = result.env or {}
+        with self.transaction():
+            for table in ("epochs", "batches", "diagnostics"):
+                self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
+            self.conn.executemany("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?,?,?)", epoch_rows)
+            self.conn.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?)", batch_rows)
+            self.conn.executemany("INSERT INTO diagnostics VALUES (?,?,?,?,?,?)",
+                                  [(rid,) + tuple(d) for d in result.diagnostics])
+            self.conn.execute("INSERT OR IGNORE INTO runs (run_id, model, model_kind, activation, seed, "
+                              "n_train, config_json) VALUES (?,?,?,?,?,?,?)",
+                              (rid, s.model, s.model_spec.kind, s.activation, s.seed, s.n_train, s.to_json()))
+            self.conn.execute(
+                "UPDATE runs SET status=?, diverged_step=?, error=?, wall_s=?, finished_at=?, "
+                "attempts=attempts+1, torch_version=?, device=?, threads=?, dtype=?, claimed_by=NULL, "
+                "lease_until=NULL WHERE run_id=?",
+                (result.status, result.diverged_step, result.error, result.wall_s, time.time(),
+                 env.get("torch_version"), env.get("device"), env.get("threads"), env.get("dtype"), rid))
+
+    def summary(self) -> dict[str, int]:
+        """Run counts by status."""
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: a run is stored whole or not at all."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+def _run_row(study_name: str, s: RunSpec) -> dict:
+    m = s.model_spec
+    return dict(run_id=s.run_id, study=study_name, status="pending", model=s.model, model_kind=m.kind,
+                activate_logits=int(m.activate_logits), hidden_units=m.hidden_units,
+                hidden_layers=m.hidden_layers, batchnorm=int(m.batchnorm), init=m.init,
+                activation=s.activation, seed=s.seed, n_train=s.n_train, dataset=s.dataset,
+                normalize=s.normalize, stratify=int(s.stratify), epochs=s.epochs,
+                batch_size=s.batch_size, optimizer=s.optimizer, lr=s.lr, momentum=s.momentum,
+                weight_decay=s.weight_decay, engine=s.engine, device=s.device, dtype=s.dtype,
+                threads=s.threads, config_json=s.to_json())
+
+
+def load_results(out_dir) -> Results:
+    """Every table of a store as pandas DataFrames (the data contract's long tables)."""
+    store = Store(out_dir, create=False)
+    try:
+        read = lambda q: pd.read_sql_query(q, store.conn)  # noqa: E731
+        runs = read("SELECT * FROM runs ORDER BY rowid")
+        epochs = read("SELECT * FROM epochs ORDER BY run_id, epoch")
+        batches = read("SELECT * FROM batches ORDER BY run_id, step")
+        diagnostics = read("SELECT * FROM diagnostics ORDER BY run_id, epoch, step")
+    except (sqlite3.Error, pd.errors.DatabaseError) as e:
+        raise StoreError(f"cannot read {store.path}: {e}") from None
+    finally:
+        store.close()
+    return Results(runs, epochs, batches, diagnostics)
