@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import analysis
 
@@ -19,13 +20,15 @@ PALETTE = ["#332288", "#117733", "#882255", "#88CCEE", "#44AA99", "#DDCC77", "#C
            "#999933", "#AA4499", "#000000"]
 # Colour index per activation, chosen so the members of each of the four families all
 # get different colours; activations sharing a colour differ in line style and marker.
-_COLOUR = {"prelu": 0, "hardsigmoid": 0, "elu": 1, "softsign": 1, "gelu": 2, "hardtanh": 2,
-           "silu": 3, "logsigmoid": 3, "relu": 4, "hardswish": 4, "leaky_relu": 5, "tanhshrink": 5,
-           "celu": 6, "sigmoid": 6, "relu6": 7, "softplus": 7, "tanh": 7, "leaky_relu_0.1": 8,
-           "mish": 8, "selu": 9, "softshrink": 9}
+# Listed in the registry's order, which is also the order of legends.
+_COLOUR = {"relu": 4, "relu6": 7, "leaky_relu": 5, "leaky_relu_0.1": 8, "prelu": 0, "elu": 1,
+           "celu": 6, "selu": 9, "gelu": 2, "silu": 3, "mish": 8, "hardswish": 4, "softplus": 7,
+           "softshrink": 9, "tanhshrink": 5, "sigmoid": 6, "hardsigmoid": 0, "softsign": 1,
+           "tanh": 7, "hardtanh": 2, "logsigmoid": 3}
 _LINESTYLES = ["-", "--", "-."]
-_MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "h", "p", "<", ">", "d", "8", "H", "1", "2",
-            "3", "4", "+", "x"]
+# Filled markers first; the thin ones go to the rarely studied shrink/hard variants.
+_MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "h", "p", "<", ">", "d", "1", "2", "8", "3",
+            "4", "H", "+", "x"]
 
 
 def _build_styles() -> dict:
@@ -88,7 +91,7 @@ def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations
             y = np.r_[start.get(rid, np.nan), run["loss"].to_numpy(float)]
             st = style(act)
             ax.plot(x, y, color=st["color"], linestyle=st["linestyle"], linewidth=0.8, alpha=0.55,
-                    gid="data")
+                    gid="data", label=act)
             fit = fits.loc[rid]
             if np.isfinite(fit["slope"]):
                 xx = np.array([0, x[-1]])
@@ -97,6 +100,7 @@ def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations
             series.append((act, x, y))
             present.append(act)
         _tame_spikes(ax, series)
+        _note_lines_off_axis(ax)
         ax.set_title(f"n_train = {n}" if n is not None else "no batch losses")
         ax.set_xlabel("batch update (step)")
         ax.set_ylabel(LOSS_LABEL)
@@ -104,7 +108,7 @@ def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations
                                         label="batch loss"),
                                  Line2D([], [], color="0.3", linewidth=2.2,
                                         label="least-squares line")])
-    fig.suptitle(title or f"{model}: batch loss, seed {seed} (line: np.polyfit, epoch-0 loss at 0)")
+    fig.suptitle(title or f"{model}: batch loss and least-squares line, seed {seed}")
     return fig
 
 
@@ -128,7 +132,7 @@ def family_test_curves(epochs: pd.DataFrame, activations, *, model: str,
                 _tame_spikes(ax, series)
                 present += [a for a, _, _ in series]
             ax.set_title(f"n_train = {n}" if n is not None else "no epochs")
-            ax.set_xlabel("epoch")
+            _epoch_axis(ax)
             ax.set_ylabel(label)
     _legend(fig, present, extra=[_band_handle()])
     fig.suptitle(title or f"{model}: test loss and accuracy ({_seeds_text(e)})")
@@ -167,7 +171,7 @@ def _two_curves(epochs, model, n_train, activations, columns, scale, what) -> Fi
         series = _mean_curves(ax, ci, activations, n_train, col, scale=scale)
         if scale == 1:
             _tame_spikes(ax, series)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(label)
         ax.set_title(label.split(" (")[0])
     _legend(fig, activations, extra=[_band_handle()])
@@ -203,12 +207,12 @@ def epoch_regression(epochs: pd.DataFrame, fits: pd.DataFrame, *, model: str, n_
                         linestyle=st["linestyle"], linewidth=1.5, gid="fit")
             series.append((act, pts.index.to_numpy(float), pts.to_numpy(float)))
         _tame_spikes(ax, series)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(curve.replace("_loss", "") + " " + LOSS_LABEL)
         ax.set_title(f"{curve.replace('_', ' ')}: least-squares line (slope in nats/epoch)")
     _legend(fig, activations)
     fig.suptitle(f"{model}, n_train = {n_train}: regression lines over epoch losses "
-                 f"({_seeds_text(e)})")
+                 f"({_seeds_text(e, band=False)})")
     return fig
 
 
@@ -348,7 +352,7 @@ def _legend(fig: Figure, activations, extra=()):
     handles += list(extra)
     if handles:
         # Outside the axes, right of them: a legend never covers data.
-        fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+        fig.legend(handles=handles, loc="outside right", fontsize=8, frameon=False)
 
 
 def _band_handle():
@@ -393,6 +397,9 @@ def _tame_spikes(ax, series):
     if not big.any():
         return None
     ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
     calm = finite[finite <= SPIKE_FACTOR * ref]
     top = calm.max() * 2
     ax.set_ylim(calm.min() / 1.5, top)
@@ -414,6 +421,37 @@ def _tame_spikes(ax, series):
     return top
 
 
+def _minor_log_label(v, _pos) -> str:
+    """Label 2x and 5x ticks of a log axis in plain numbers; a bare decade is hard to read."""
+    if v <= 0:
+        return ""
+    mantissa = v / 10 ** math.floor(math.log10(v))
+    return f"{v:g}" if round(mantissa, 6) in (2.0, 5.0) else ""
+
+
+def _note_lines_off_axis(ax):
+    """Say which fit lines a spike pulled out of view, rather than let them vanish silently."""
+    low, high = ax.get_ylim()
+    gone = [ln for ln in ax.get_lines() if ln.get_gid() == "fit"
+            and (np.all(ln.get_ydata() > high) or np.all(ln.get_ydata() < low))]
+    if gone:
+        names = [_name_of(ax, ln.get_color()) for ln in gone]
+        ax.text(0.01, 0.06, "fit line out of view (pulled by spikes): " + ", ".join(names),
+                transform=ax.transAxes, va="bottom", fontsize=7, color="0.3")
+
+
+def _name_of(ax, color) -> str:
+    for ln in ax.get_lines():
+        if ln.get_gid() == "data" and ln.get_color() == color and ln.get_label():
+            return ln.get_label()
+    return "?"
+
+
+def _epoch_axis(ax):
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _order(df: pd.DataFrame, activations) -> list:
     """Activations to draw: the given ones, else those present in registry order."""
     if activations is not None:
@@ -422,9 +460,9 @@ def _order(df: pd.DataFrame, activations) -> list:
     return [a for a in STYLES if a in present] + sorted(present - set(STYLES))
 
 
-def _seeds_text(df: pd.DataFrame) -> str:
+def _seeds_text(df: pd.DataFrame, band: bool = True) -> str:
     n = df["seed"].nunique() if len(df) else 0
-    return (f"mean of {n} seeds, band: 95% interval" if n > 1 else
+    return (f"mean of {n} seeds" + (", band: 95% interval" if band else "") if n > 1 else
             "one seed, no interval" if n == 1 else "no data")
 
 
