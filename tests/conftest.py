@@ -39,3 +39,13 @@ def idx_writer():
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def report_written(tmp_path_factory):
+    """A store with done, failed, diverged and pending runs, and its report, written once."""
+    from actconv.report import write_report
+    from test_report import EVIL, small_study, to_store
+    out = tmp_path_factory.mktemp("report_study")
+    to_store(small_study(EVIL), out, EVIL)
+    return out, write_report(out)

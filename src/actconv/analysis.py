@@ -514,8 +514,8 @@ def _seed_note(n: int) -> str:
 
 def _interval_text(n, mean, low, high, unit="") -> str:
     if n >= 2:
-        return f"{_f(mean)}{unit} [95% CI {_f(low)}, {_f(high)}] over {n} seeds"
-    return f"{_f(mean)}{unit} ({n} seed{'s' if n != 1 else ''}, no interval)"
+        return f"{fmt(mean)}{unit} [95% CI {fmt(low)}, {fmt(high)}] over {n} seeds"
+    return f"{fmt(mean)}{unit} ({n} seed{'s' if n != 1 else ''}, no interval)"
 
 
 def _sign_verdict(n, low, high) -> str:
@@ -544,8 +544,8 @@ def _claim_a(pr: pd.DataFrame, confidence: float):
     selu = pr.loc[pr["activation"] == "selu", "start_loss"].mean()
     other = pr.loc[pr["activation"] != "selu"].groupby("activation")["start_loss"].mean()
     verdict = _sign_verdict(n, low, high)
-    ev = (f"{_seed_note(n)}epoch-0 train loss: SELU {_f(selu)} vs median of "
-          f"{len(other)} others {_f(other.median())}; SELU minus others' median: "
+    ev = (f"{_seed_note(n)}epoch-0 train loss: SELU {fmt(selu)} vs median of "
+          f"{len(other)} others {fmt(other.median())}; SELU minus others' median: "
           f"{_interval_text(n, mean, low, high)}; SELU highest of all in {highest}/{len(cells)} "
           f"seed x subset cells")
     return verdict, ev
@@ -612,10 +612,10 @@ def _claim_c(e: pd.DataFrame, gap_tolerance: float, confidence: float):
             continue
         evaluable += 1
         if gap > gap_tolerance and low > 0:
-            over.append(f"{act} n={n_train}: gap {_f(gap)}, growing {_f(mean_slope)}/epoch "
-                        f"[{_f(low)}, {_f(high)}]")
+            over.append(f"{act} n={n_train}: gap {fmt(gap)}, growing {fmt(mean_slope)}/epoch "
+                        f"[{fmt(low)}, {fmt(high)}]")
     total = len(pr.groupby(["activation", "n_train"]))
-    head = (f"final gap (test minus train loss) up to {_f(worst[2])} nats ({worst[0]}, "
+    head = (f"final gap (test minus train loss) up to {fmt(worst[2])} nats ({worst[0]}, "
             f"n={worst[1]}; gap slope {_interval_text(worst[6], worst[3], worst[4], worst[5], '/epoch')})"
             if worst else "")
     if over:
@@ -651,9 +651,9 @@ def _claim_d(fits, pr, on_logits: int, flat_ratio: float, confidence: float):
         else:
             v = "inconclusive"
         cells.append(v)
-        ci = f" [{_f(low)}, {_f(high)}]" if n >= 2 else " (one seed)"
-        parts.append(f"{curve.replace('_loss', '')} n={n_train}: sigmoid {_f(mean)}{ci} vs "
-                     f"others' median {_f(others.median())} (flat band ±{_f(band)})")
+        ci = f" [{fmt(low)}, {fmt(high)}]" if n >= 2 else " (one seed)"
+        parts.append(f"{curve.replace('_loss', '')} n={n_train}: sigmoid {fmt(mean)}{ci} vs "
+                     f"others' median {fmt(others.median())} (flat band ±{fmt(band)})")
     if not cells:
         return "inconclusive", "sigmoid and other activations never share a subset size"
     n_seeds = pr.loc[pr["activation"] == "sigmoid", "seed"].nunique()
@@ -668,7 +668,7 @@ def _claim_d(fits, pr, on_logits: int, flat_ratio: float, confidence: float):
         start = pr.loc[pr["activation"] == "sigmoid", "start_loss"].mean()
         ev += (f". Sigmoid on the logits keeps them in (0, 1), so cross-entropy cannot fall "
                f"below {floor:.3f} nats on {N_CLASSES} classes; sigmoid's final train loss is "
-               f"{_f(final)}")
+               f"{fmt(final)}")
         if final - floor < 0.25 * (start - floor):
             ev += ", pinned near that floor: the flat line is the bound, not only saturation"
         else:
@@ -687,7 +687,7 @@ def _claim_e(pr: pd.DataFrame, stagnation_drop: float, confidence: float):
     acc = pr.loc[pr["activation"] == "sigmoid", "final_test_accuracy"].mean()
     ev = (f"{_seed_note(n)}relative fall of train loss from epoch 0 to the end: sigmoid "
           f"{_interval_text(n, mean, low, high)}; stagnation means below {stagnation_drop:.0%}"
-          + (f"; median of {len(others)} others {_f(others.median())}" if len(others) else "")
+          + (f"; median of {len(others)} others {fmt(others.median())}" if len(others) else "")
           + f"; sigmoid's final test accuracy {acc:.1%}")
     if n < 2:
         return "inconclusive", ev
@@ -710,7 +710,7 @@ def _claim_f(batches, epochs, meta, k: float, window: int):
         spikes["status"] == "done")
     by_act = spikes.assign(kept=kept).groupby("activation").agg(
         n=("step", "size"), runs=("run_id", "nunique"), top=("loss", "max"), kept=("kept", "sum"))
-    listing = "; ".join(f"{r.Index}: {r.n} in {r.runs} run(s), highest {_f(r.top)}, "
+    listing = "; ".join(f"{r.Index}: {r.n} in {r.runs} run(s), highest {fmt(r.top)}, "
                         f"{int(r.kept)} left the epoch test loss unchanged"
                         for r in by_act.sort_values("top", ascending=False).itertuples())
     moved = int(spikes["moved"].sum())
@@ -732,7 +732,7 @@ def _need(df: pd.DataFrame, name: str, columns) -> None:
                          f"{', '.join(map(str, df.columns))}")
 
 
-def _f(x) -> str:
+def fmt(x) -> str:
     """A number for evidence text: 3 significant digits, scientific when huge or tiny."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"

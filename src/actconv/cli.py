@@ -148,6 +148,18 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+    print(write_report(args.dir))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .report import export
+    print(export(args.dir, args.format, dest=args.dest))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="actconv", description="Activation-function convergence studies on few samples.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -158,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list shipped studies").set_defaults(func=cmd_presets)
     sub.add_parser("activations", help="list activations and families").set_defaults(func=cmd_activations)
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
+    r = sub.add_parser("report", help="write DIR/report/index.html, figures and summary.csv")
+    r.add_argument("dir")
+    r.set_defaults(func=cmd_report)
+    x = sub.add_parser("export", help="write the long tables as CSV or Parquet")
+    x.add_argument("dir")
+    x.add_argument("--format", default="csv", help="csv (default) or parquet")
+    x.add_argument("--dest", help="output folder (default: DIR/export)")
+    x.set_defaults(func=cmd_export)
     return p
 
 

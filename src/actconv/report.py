@@ -1,0 +1,467 @@
+"""The only writer of report files: a self-contained HTML report, its figures, CSV tables, exports."""
+import base64
+import datetime
+import html
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import analysis, plots
+from .activations import FAMILIES
+from .errors import ActconvError
+
+EXPORT_FORMATS = ("csv", "parquet")
+TABLES = ("runs", "epochs", "batches", "diagnostics")
+STATUSES = ("done", "diverged", "failed", "running", "pending")
+# What the summary aggregates across seeds, in the order a reader wants them.
+SUMMARY_METRICS = ["start_loss", "final_train_loss", "final_test_loss", "final_train_accuracy",
+                   "final_test_accuracy", "gap", "auc_train_loss", "auc_test_loss",
+                   "steps_to_threshold"]
+
+
+def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: int = 50,
+                 threshold: float = 0.5, dpi: int = 100) -> Path:
+    """Write OUT/report/index.html, figures/*.png and *.svg, summary.csv and the analysis tables.
+
+    Args:
+        out_dir: the study's output directory (holds the results store; the report goes
+            into its `report/` folder).
+        results: the long tables (`actconv.load_results(out_dir)` when None).
+        spike_k, spike_window: a spike is a batch loss above median + k x MAD of the
+            previous `spike_window` losses.
+        threshold: loss for steps-to-threshold.
+        dpi: resolution of the PNG figures.
+    Returns:
+        The path of index.html. Works on a study that is still running or partly failed.
+    """
+    out_dir = Path(out_dir)
+    if results is None:
+        from .store import load_results
+        results = load_results(out_dir)
+    dest = out_dir / "report"
+    figdir = dest / "figures"
+    try:
+        figdir.mkdir(parents=True, exist_ok=True)
+        for old in figdir.glob("*"):  # figures of an earlier report may no longer apply
+            if old.suffix in (".png", ".svg"):
+                old.unlink()
+    except OSError as e:
+        raise ActconvError(f"cannot write the report into {dest}: {e.strerror}") from None
+
+    t = _analyse(results, spike_k, spike_window, threshold)
+    figures = _figures(results, t)
+    written = _write_figures(figures, figdir, dpi)
+    _write_tables(t, dest)
+    page = _html(out_dir, results, t, written, spike_k, spike_window, threshold)
+    index = dest / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def export(out_dir, fmt: str = "csv", dest=None, results=None) -> Path:
+    """Write the long tables (runs, epochs, batches, diagnostics) as CSV or Parquet; return the folder."""
+    if fmt not in EXPORT_FORMATS:
+        raise ActconvError(f"unknown export format {fmt!r}; choose from: {', '.join(EXPORT_FORMATS)}")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ActconvError("Parquet export needs pyarrow: pip install 'actconv[parquet]'") from None
+    if results is None:
+        from .store import load_results
+        results = load_results(out_dir)
+    dest = Path(dest) if dest is not None else Path(out_dir) / "export"
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in TABLES:
+            df = getattr(results, name)
+            path = dest / f"{name}.{fmt}"
+            if fmt == "csv":
+                df.to_csv(path, index=False)
+            else:
+                df.to_parquet(path, index=False)
+    except OSError as e:
+        raise ActconvError(f"cannot write the export into {dest}: {e.strerror}") from None
+    return dest
+
+
+# -- analysis ------------------------------------------------------------------------------------
+
+def _analyse(results, spike_k, spike_window, threshold) -> dict:
+    """Every table the report shows, from the finished runs."""
+    runs = results.runs
+    status = runs.set_index("run_id")["status"] if len(runs) else pd.Series(dtype=str)
+    done = status.index[status == "done"]
+    finished = status.index[status.isin(["done", "diverged"])]
+    epochs = results.epochs[results.epochs["run_id"].isin(done)]
+    batches = results.batches[results.batches["run_id"].isin(done)]
+    t = {"epochs": epochs, "batches": batches}
+    if len(epochs):
+        t["per_run"] = analysis.run_metrics(epochs, batches if len(batches) else None,
+                                            threshold=threshold)
+        metrics = [m for m in SUMMARY_METRICS if m in t["per_run"].columns]
+        t["summary"] = analysis.aggregate(t["per_run"], metrics)
+        t["ranking"] = analysis.rank_activations(t["per_run"], "final_test_loss")
+        t["paired"] = analysis.paired_comparisons(t["per_run"], "final_test_loss")
+        t["fits"] = analysis.epoch_fits(epochs)
+    if len(batches):
+        t["batch_fits"] = analysis.batch_fit(epochs, batches)
+    spiky = results.batches[results.batches["run_id"].isin(finished)]
+    t["spikes"] = (analysis.detect_spikes(spiky, results.epochs, k=spike_k, window=spike_window)
+                   if len(spiky) else pd.DataFrame(columns=analysis.SPIKE_COLUMNS))
+    t["findings"] = analysis.findings(results, spike_k=spike_k, spike_window=spike_window)
+    return t
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+def _figures(results, t) -> list:
+    """(section, slug, caption, Figure) for everything the data allows."""
+    out = []
+    epochs, batches = t["epochs"], t["batches"]
+    if epochs.empty:
+        return out
+    models = sorted(epochs["model"].unique())
+    logits = _activated_logits(results.runs)
+    for model in models:
+        e = epochs[epochs["model"] == model]
+        b = batches[batches["model"] == model]
+        for family, members in FAMILIES.items():
+            present = [a for a in members if a in set(e["activation"])]
+            if not present:
+                continue
+            name = family.replace("_", " ")
+            if len(b):
+                out.append(("The original's figures, per activation family", f"{model}-{family}-batch",
+                            f"{model}, {name}: batch loss against batch update with the "
+                            f"least-squares line through it (epoch-0 loss at update 0), as the "
+                            f"original drew it; one seed.",
+                            plots.family_batch_losses(b, e, present, model=model)))
+            out.append(("The original's figures, per activation family", f"{model}-{family}-test",
+                        f"{model}, {name}: test loss and accuracy against epoch, mean over seeds "
+                        f"with a 95% band.",
+                        plots.family_test_curves(e, present, model=model)))
+    for model in models:
+        e = epochs[epochs["model"] == model]
+        for n in sorted(e["n_train"].unique()):
+            out.append(("Loss and accuracy per model and training-set size", f"{model}-{n}-loss",
+                        f"{model}, {n} images: train and test loss per epoch.",
+                        plots.epoch_loss_curves(epochs, model=model, n_train=n)))
+            out.append(("Loss and accuracy per model and training-set size", f"{model}-{n}-accuracy",
+                        f"{model}, {n} images: train and test accuracy per epoch.",
+                        plots.accuracy_curves(epochs, model=model, n_train=n)))
+            out.append(("Regression lines over the epoch losses", f"{model}-{n}-regression",
+                        f"{model}, {n} images: epoch losses and their least-squares lines "
+                        f"(slopes in the fits table).",
+                        plots.epoch_regression(epochs, t["fits"], model=model, n_train=n)))
+    if len(batches):
+        for model in models:
+            n, seed, note = _dynamics_run(batches, t["spikes"], model)
+            out.append(("Batch-loss dynamics and spikes", f"{model}-dynamics",
+                        f"{model}: batch loss of {note}, whole run and first epoch; spikes marked.",
+                        plots.batch_dynamics(batches, t["spikes"], model=model, n_train=n, seed=seed)))
+    for model in models:
+        out.append(("Final and starting losses", f"{model}-heatmap",
+                    f"{model}: final test loss, mean over seeds, per activation and training-set size "
+                    f"(best on top).", plots.final_loss_heatmap(t["per_run"], model=model)))
+        out.append(("Final and starting losses", f"{model}-start-final",
+                    f"{model}: starting (epoch-0) train loss against final test loss.",
+                    plots.start_vs_final(t["per_run"], model=model,
+                                         logit_floors=model in logits)))
+    return out
+
+
+def _activated_logits(runs: pd.DataFrame) -> set:
+    if "activate_logits" not in runs.columns:
+        return set()
+    return set(runs.loc[runs["activate_logits"].fillna(0).astype(int) == 1, "model"])
+
+
+def _dynamics_run(batches, spikes, model):
+    """The run to show: the (n_train, seed) with the highest spike, else the smallest and first."""
+    s = spikes[spikes["model"] == model] if len(spikes) else spikes
+    s = s[s["run_id"].isin(batches["run_id"])] if len(s) else s
+    if len(s):
+        top = s.sort_values("loss", ascending=False).iloc[0]
+        return int(top["n_train"]), int(top["seed"]), (f"n_train {int(top['n_train'])}, seed "
+                                                       f"{int(top['seed'])} (the highest spike)")
+    b = batches[batches["model"] == model]
+    n, seed = int(b["n_train"].min()), int(b["seed"].min())
+    return n, seed, f"n_train {n}, seed {seed} (no spikes in this model)"
+
+
+def _write_figures(figures, figdir: Path, dpi: int) -> list:
+    """Save PNG and SVG; returns (section, file stem, caption, base64 PNG)."""
+    out, used = [], set()
+    for section, slug, caption, fig in figures:
+        stem = _slug(slug, used)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        png = buf.getvalue()
+        (figdir / f"{stem}.png").write_bytes(png)
+        # The layout is solved for the PNG already; solving it again for the SVG would cost a
+        # third of the report's time and give the same positions.
+        fig.set_layout_engine("none")
+        fig.savefig(figdir / f"{stem}.svg", format="svg")
+        out.append((section, stem, caption, base64.b64encode(png).decode("ascii")))
+    return out
+
+
+def _slug(text: str, used: set) -> str:
+    """A file name from a label a user chose: only safe characters, never a repeat."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "figure"
+    stem, k = base, 2
+    while stem in used:
+        stem, k = f"{base}-{k}", k + 1
+    used.add(stem)
+    return stem
+
+
+def _write_tables(t, dest: Path) -> None:
+    empty = pd.DataFrame(columns=analysis.CONFIG_KEYS + ["metric", "n_seeds", "mean", "sd", "low",
+                                                         "high", "method", "note"])
+    t.get("summary", empty).to_csv(dest / "summary.csv", index=False)
+    for name in ("per_run", "fits", "batch_fits", "ranking", "paired", "spikes", "findings"):
+        if name in t:
+            t[name].to_csv(dest / f"{name}.csv", index=False)
+
+
+# -- HTML -----------------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1400px;
+padding:1rem 2rem;color:#222;line-height:1.45}
+h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;vertical-align:top;text-align:left}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.verdict{font-weight:600;white-space:nowrap;padding:.1rem .4rem;border-radius:3px}
+.supported{background:#d9f0e3;color:#0b5a2c} .not-supported{background:#f8dcdc;color:#7a1010}
+.inconclusive{background:#eee;color:#444}
+figure{margin:1.2rem 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.9rem;color:#444} .meta{color:#555;font-size:.9rem}
+details{margin:.6rem 0} summary{cursor:pointer;font-weight:600}
+.scroll{max-height:28rem;overflow:auto}
+code{background:#f5f5f5;padding:0 .2rem}
+"""
+
+
+def _html(out_dir, results, t, figures, spike_k, spike_window, threshold) -> str:
+    runs = results.runs
+    studies = sorted(map(str, runs["study"].dropna().unique())) if "study" in runs.columns else []
+    title = "actconv report: " + (", ".join(studies) if studies else "unnamed study")
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{_e(title)}</h1>",
+             f"<p class='meta'>Results in <code>{_e(Path(out_dir).resolve())}</code>; written "
+             f"{_e(now)}. Figures and tables are also in <code>figures/</code> and the CSV files "
+             f"next to this page.</p>"]
+    parts += _status_section(runs)
+    parts += _config_section(runs)
+    parts += _findings_section(t["findings"], spike_k, spike_window)
+    parts += _ranking_section(t)
+    section = None
+    for sec, stem, caption, b64 in figures:
+        if sec != section:
+            parts.append(f"<h2>{_e(sec)}</h2>")
+            section = sec
+        parts.append(f"<figure id='fig-{_e(stem)}'><img alt='{_e(caption)}' "
+                     f"src='data:image/png;base64,{b64}'><figcaption>{_e(caption)} "
+                     f"(<code>figures/{_e(stem)}.svg</code>)</figcaption></figure>")
+    if not figures:
+        parts.append("<h2>Figures</h2><p>No finished runs yet: nothing to draw.</p>")
+    parts += _tables_section(t, threshold)
+    parts += _method_section(spike_k, spike_window, threshold)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _status_section(runs: pd.DataFrame) -> list:
+    counts = runs["status"].value_counts() if len(runs) else pd.Series(dtype=int)
+    total = int(counts.sum())
+    done = int(counts.get("done", 0))
+    missing = int(counts.get("pending", 0) + counts.get("running", 0))
+    out = ["<h2 id='status'>Runs</h2>",
+           f"<p>{total} runs registered: " + ", ".join(
+               f"{int(counts.get(s, 0))} {s}" for s in STATUSES) + ".</p>"]
+    if total == 0:
+        out.append("<p>No runs in this store.</p>")
+        return out
+    if missing:
+        out.append(f"<p><strong>{missing} runs are not finished</strong> (pending or running): the "
+                   f"statistics below use the {done} finished runs only and will change.</p>")
+    others = sorted(set(counts.index) - set(STATUSES))
+    if others:
+        out.append(f"<p>Unknown statuses: {_e(', '.join(map(str, others)))}.</p>")
+    by_model = runs.pivot_table(index="model", columns="status", values="run_id", aggfunc="count",
+                                fill_value=0)
+    by_model = by_model.reindex(columns=[s for s in STATUSES if s in by_model.columns] + others)
+    out.append(_table(by_model.reset_index()))
+    cols = ["run_id", "model", "activation", "seed", "n_train"]
+    failed = runs[runs["status"] == "failed"]
+    if len(failed):
+        out.append(f"<details open><summary>{len(failed)} failed run(s)</summary>"
+                   + _table(failed[cols + ["error"]].head(200)) + "</details>")
+    diverged = runs[runs["status"] == "diverged"]
+    if len(diverged):
+        out.append(f"<details open><summary>{len(diverged)} diverged run(s) (a non-finite loss "
+                   f"stopped them)</summary>" + _table(diverged[cols + ["diverged_step"]].head(200))
+                   + "</details>")
+    pending = runs[runs["status"].isin(["pending", "running"])]
+    if len(pending):
+        out.append(f"<details><summary>{len(pending)} missing run(s)</summary>"
+                   + _table(pending[cols + ["status"]].head(200)) + "</details>")
+    return out
+
+
+def _config_section(runs: pd.DataFrame) -> list:
+    if runs.empty:
+        return []
+    rows = []
+    for model, g in runs.groupby("model", sort=True):
+        row = {"model": model}
+        for col in ("model_kind", "activate_logits", "hidden_units", "hidden_layers", "dataset",
+                    "epochs", "batch_size", "optimizer", "lr", "engine", "torch_version",
+                    "device", "threads", "dtype"):
+            if col in g.columns:
+                row[col] = ", ".join(str(v) for v in sorted(g[col].dropna().unique(), key=str))
+        row["activations"] = g["activation"].nunique()
+        row["seeds"] = ", ".join(str(s) for s in sorted(g["seed"].unique()))
+        row["n_train"] = ", ".join(str(n) for n in sorted(g["n_train"].unique()))
+        rows.append(row)
+    return ["<h2 id='config'>Configuration</h2>", _table(pd.DataFrame(rows))]
+
+
+def _findings_section(findings: pd.DataFrame, spike_k, spike_window) -> list:
+    out = ["<h2 id='findings-heading'>The original findings, checked</h2>",
+           "<p>Each claim of the original notebook, judged from this study's finished runs. "
+           "<em>Inconclusive</em> means the data cannot decide (an activation or model missing, "
+           "one seed, or an interval that straddles the threshold); the numbers say why.</p>",
+           "<table id='findings' class='findings'><thead><tr><th>claim</th><th>scope</th>"
+           "<th>verdict</th><th>evidence</th></tr></thead><tbody>"]
+    for r in findings.itertuples():
+        cls = r.verdict.replace(" ", "-")
+        out.append(f"<tr><td><strong>({_e(r.id)})</strong> {_e(r.claim)}</td><td>{_e(r.scope)}</td>"
+                   f"<td><span class='verdict {_e(cls)}'>{_e(r.verdict)}</span></td>"
+                   f"<td>{_e(r.evidence)}</td></tr>")
+    out.append("</tbody></table>")
+    return out
+
+
+def _ranking_section(t) -> list:
+    if "ranking" not in t:
+        return []
+    r = t["ranking"]
+    out = ["<h2 id='ranking'>Ranking by final test loss</h2>",
+           "<p>Per model and training-set size, activations ranked by their mean final test loss "
+           "over seeds (1 = lowest). <em>Rank over seeds</em> gives the mean and range of the "
+           "per-seed ranks; Kendall's W says how alike the seeds rank (1 = identical).</p>"]
+    for (model, n), g in r.groupby(["model", "n_train"], sort=True):
+        w = g["kendall_w"].iloc[0]
+        view = pd.DataFrame({
+            "rank": g["rank"], "activation": g["activation"], "mean final test loss": g["mean"],
+            "rank over seeds": [f"{m:.1f} ({lo:.0f}-{hi:.0f})" if np.isfinite(m) else "n/a"
+                                for m, lo, hi in zip(g["mean_rank"], g["rank_min"], g["rank_max"])],
+            "seeds": g["n_seeds"]})
+        sig = t["paired"]
+        sig = sig[(sig["model"] == model) & (sig["n_train"] == n)]
+        n_sig = int(sig["significant"].sum())
+        out.append(f"<details><summary>{_e(model)}, n_train {_e(n)}: best "
+                   f"{_e(g['activation'].iloc[0])}; Kendall's W {_e(analysis.fmt(w))}; "
+                   f"{n_sig} of {len(sig)} paired differences significant after Holm</summary>"
+                   + _table(view) + "</details>")
+    return out
+
+
+def _tables_section(t, threshold) -> list:
+    out = ["<h2 id='tables'>Tables</h2>"]
+    if "summary" in t:
+        s = t["summary"]
+        view = s[s["metric"].isin(["final_test_loss", "final_test_accuracy", "start_loss",
+                                   "steps_to_threshold"])]
+        view = view.assign(interval=[_ci(lo, hi) for lo, hi in zip(view["low"], view["high"])])
+        out.append("<details><summary>Across seeds: mean and 95% interval per configuration "
+                   "(all metrics in summary.csv)</summary><div class='scroll'>"
+                   + _table(view[analysis.CONFIG_KEYS + ["metric", "n_seeds", "mean", "sd",
+                                                         "interval", "method", "note"]])
+                   + "</div></details>")
+    if "fits" in t:
+        f = t["fits"]
+        agg = (f.groupby(["model", "n_train", "activation", "curve"])
+               .agg(slope=("slope", "mean"), r2=("r2", "mean"), seeds=("slope", "count"))
+               .reset_index())
+        out.append("<details><summary>Least-squares slopes of the epoch losses (nats per epoch, "
+                   "mean over seeds; per run in fits.csv)</summary><div class='scroll'>"
+                   + _table(agg) + "</div></details>")
+    spikes = t["spikes"]
+    if len(spikes):
+        top = spikes.sort_values("loss", ascending=False).head(50)
+        out.append(f"<details><summary>{len(spikes)} batch-loss spikes (highest 50; all in "
+                   f"spikes.csv)</summary><div class='scroll'>"
+                   + _table(top[["model", "activation", "seed", "n_train", "epoch", "step", "loss",
+                                 "baseline", "ratio", "moved", "recovered", "test_change"]])
+                   + "</div></details>")
+    else:
+        out.append("<p>No batch-loss spikes.</p>")
+    return out
+
+
+def _method_section(spike_k, spike_window, threshold) -> list:
+    return ["<h2 id='method'>How these numbers are made</h2><ul>",
+            "<li>Start: the untrained model's epoch-0 evaluation (train loss over the training "
+            "subset). Final: the last stored epoch. Gap: final test minus final train loss (the "
+            "train loss of an epoch is the mean of its batch losses, as in the original).</li>",
+            f"<li>Steps to threshold: first batch update at which the mean of the last 10 batch "
+            f"losses is below {threshold:g} nats; 'never' is counted, not dropped.</li>",
+            "<li>Intervals over seeds: t-interval below 5 seeds, percentile bootstrap of the "
+            "mean from 5 up; with 2 seeds the t-interval is wide (t = 12.7), with 1 there is "
+            "none and findings say inconclusive.</li>",
+            "<li>Regression lines: the original's batch line is <code>np.polyfit</code> through "
+            "the epoch-0 train loss at update 0 and every batch loss; epoch lines are "
+            "least-squares fits of the epoch losses against epoch (0 to the end), with the "
+            "slope's standard error and 95% interval.</li>",
+            f"<li>Spikes: a batch loss above the median + {spike_k:g} x MAD of the previous "
+            f"{spike_window} losses (MAD floored at 1% of the median).</li>",
+            "<li>Paired comparisons: paired t-test over the seeds two activations share, "
+            "Holm-corrected within each model and training-set size.</li>",
+            "<li>Logit bound: an activation on the logits keeps them in its range; logits in "
+            "(0, 1) cannot bring 10-class cross-entropy below 1.461 nats, logits in (-1, 1) not "
+            "below 0.797.</li></ul>"]
+
+
+def _table(df: pd.DataFrame) -> str:
+    """An HTML table with every cell escaped and numbers right-aligned."""
+    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    rows = []
+    for rec in df.itertuples(index=False):
+        cells = []
+        for v in rec:
+            if isinstance(v, (bool, np.bool_)):
+                cells.append(f"<td>{'yes' if v else 'no'}</td>")
+            elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                cells.append(f"<td class='num'>{_e(_num(v))}</td>")
+            else:
+                cells.append(f"<td>{_e('' if v is None or v is pd.NA else v)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _num(v) -> str:
+    if isinstance(v, (int, np.integer)):
+        return str(v)
+    if np.isnan(v):
+        return ""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e6 else analysis.fmt(v)
+
+
+def _ci(low, high) -> str:
+    return "" if not (np.isfinite(low) and np.isfinite(high)) else f"[{analysis.fmt(low)}, {analysis.fmt(high)}]"
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)

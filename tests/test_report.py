@@ -1,0 +1,161 @@
+"""Report and export: written from a real store with failed, diverged and missing runs; text escaped."""
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from actconv import cli, load_results
+from actconv.config import ModelSpec, RunSpec
+from actconv.errors import ActconvError
+from actconv.report import export, write_report
+from actconv.store import Store
+from actconv.train import RunResult
+from test_analysis import combine, synth
+
+EVIL = "<script>alert('x')</script>&study"
+
+
+def small_study(study="synthetic"):
+    """Two models, a spike, one failed, one diverged and one pending run."""
+    return combine(
+        synth({"relu": (2.3, 0.3, 1.0), "selu": (3.0, 0.2, 1.2), "sigmoid": (2.3, 1.6, 0.01)},
+              model="mlp_original", logits=1, seeds=(1, 2), study=study,
+              statuses={("relu", 2, 600): "failed", ("selu", 2, 600): "diverged",
+                        ("sigmoid", 2, 600): "pending"}),
+        synth({"relu": (2.3, 0.5, 0.8), "sigmoid": (2.3, 2.25, 0.5)}, model="tinyvgg",
+              kind="tinyvgg", seeds=(451,), study=study,
+              spikes={("relu", 451, 600): (15, 3.5e11)}))
+
+
+def to_store(results, out_dir, study):
+    """Write synthetic results through the real store, as a study would."""
+    specs, stored = [], []
+    for r in results.runs.itertuples():
+        spec = RunSpec(model=r.model, model_spec=ModelSpec(r.model_kind,
+                                                           activate_logits=bool(r.activate_logits)),
+                       activation=r.activation, seed=int(r.seed), n_train=int(r.n_train),
+                       epochs=int(r.epochs))
+        specs.append(spec)
+        if r.status in ("pending", "running"):
+            continue
+        e = results.epochs[results.epochs["run_id"] == r.run_id]
+        b = results.batches[results.batches["run_id"] == r.run_id]
+        stored.append(RunResult(
+            spec, r.status,
+            epochs=e[["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]]
+            .to_dict("records"),
+            batches={c: b[c].to_numpy() for c in ("epoch", "step", "loss", "accuracy")},
+            diverged_step=None if pd.isna(r.diverged_step) else int(r.diverged_step),
+            error=r.error, wall_s=1.0,
+            env=dict(torch_version="t", device="cpu", threads=1, dtype="float32")))
+    with Store(out_dir) as store:
+        store.register(study, "{}", specs)
+        for res in stored:
+            store.write(res)
+
+
+@pytest.fixture
+def report_dir(report_written):
+    return report_written  # conftest: written once per session, shared with the browser test
+
+
+def test_store_round_trip_keeps_statuses(report_dir):
+    out, _ = report_dir
+    r = load_results(out)
+    assert r.runs["status"].value_counts().to_dict() == {"done": 5, "failed": 1, "diverged": 1,
+                                                         "pending": 1}
+    assert np.isinf(r.batches["loss"]).sum() == 1
+
+
+def test_report_files(report_dir):
+    out, index = report_dir
+    assert index == out / "report" / "index.html"
+    pngs = sorted((out / "report" / "figures").glob("*.png"))
+    svgs = sorted((out / "report" / "figures").glob("*.svg"))
+    assert pngs and [p.stem for p in pngs] == [s.stem for s in svgs]
+    page = index.read_text()
+    imgs = re.findall(r"<img [^>]*src='([^']*)'", page)
+    assert len(imgs) == len(pngs) and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert not re.search(r"(src|href)=['\"]?(https?:|//)", page)  # opens offline
+    summary = pd.read_csv(out / "report" / "summary.csv")
+    assert {"model", "activation", "n_train", "metric", "mean", "low", "high",
+            "n_seeds"} <= set(summary.columns)
+    assert "final_test_loss" in set(summary["metric"])
+
+
+def test_report_shows_failed_diverged_and_missing(report_dir):
+    _, index = report_dir
+    page = index.read_text()
+    assert "1 done" not in page and "5 done, 1 diverged, 1 failed, 0 running, 1 pending" in page
+    assert "1 failed run(s)" in page and "1 diverged run(s)" in page
+    assert "1 runs are not finished" in page
+    assert "boom &lt;b&gt;" in page and "boom <b>" not in page  # the error text, escaped
+
+
+def test_user_text_is_escaped(report_dir):
+    _, index = report_dir
+    page = index.read_text()
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;study" in page
+
+
+def test_findings_table_has_a_verdict_per_claim(report_dir):
+    _, index = report_dir
+    page = index.read_text()
+    table = page.split("<table id='findings'")[1].split("</table>")[0]
+    for claim in "abcdef":
+        assert f"<strong>({claim})</strong>" in table
+    assert len(re.findall(r"class='verdict (supported|not-supported|inconclusive)'", table)) >= 6
+
+
+def test_report_without_finished_runs(tmp_path):
+    r = small_study()
+    pending = r.runs.assign(status="pending")
+    to_store(type(r)(pending, r.epochs.iloc[:0], r.batches.iloc[:0], r.diagnostics), tmp_path, "s")
+    page = write_report(tmp_path).read_text()
+    assert "No finished runs yet" in page and "8 pending" in page
+    assert set(pd.read_csv(tmp_path / "report" / "findings.csv")["verdict"]) == {"inconclusive"}
+
+
+def test_report_without_a_store_is_a_clear_error(tmp_path):
+    with pytest.raises(ActconvError, match="no actconv results"):
+        write_report(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_round_trip(report_dir, tmp_path, fmt):
+    out, _ = report_dir
+    dest = export(out, fmt, dest=tmp_path / fmt)
+    read = pd.read_csv if fmt == "csv" else pd.read_parquet
+    r = load_results(out)
+    for name in ("runs", "epochs", "batches", "diagnostics"):
+        back = read(dest / f"{name}.{fmt}")
+        assert len(back) == len(getattr(r, name))
+        assert list(back.columns) == list(getattr(r, name).columns)
+    assert read(dest / f"epochs.{fmt}")["test_loss"].sum() == pytest.approx(r.epochs["test_loss"].sum())
+
+
+def test_export_unknown_format_lists_choices(report_dir):
+    with pytest.raises(ActconvError, match="choose from: csv, parquet"):
+        export(report_dir[0], "xlsx")
+
+
+def test_cli_report_and_export(report_dir, tmp_path, monkeypatch, capsys):
+    out, index = report_dir
+    monkeypatch.setattr("actconv.report.write_report", lambda d: index)  # the wiring, not a rerun
+    assert cli.main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(index)
+    assert cli.main(["export", str(out), "--format", "csv", "--dest", str(tmp_path / "x")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "x")
+    assert (tmp_path / "x" / "batches.csv").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "{tmp}/missing"], "no actconv results"),
+    (["export", "{out}", "--format", "xlsx"], "choose from: csv, parquet")])
+def test_cli_errors_are_one_line_exit_2(report_dir, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, out=report_dir[0]) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
