@@ -363,3 +363,20 @@ def test_findings_skip_failed_and_pending_runs():
                                   ("gelu", 3, 600): "diverged"})
     f = an.findings(r)
     assert set(f["verdict"]) <= set(an.VERDICTS) and len(f) >= 6
+
+
+def test_equal_start_is_not_supported_and_missing_runs_are_explained():
+    acts = {**MLP_GOOD, "selu": (2.3, 0.2, 1.2)}  # starts where the others do
+    r = synth(acts, statuses={("sigmoid", s, 600): "diverged" for s in (1, 2, 3)})
+    f = an.findings(r).set_index(["id", "scope"])
+    assert f.loc[("a", "mlp"), "verdict"] == "not supported"
+    assert "under 0.05 nats" in f.loc[("a", "mlp"), "evidence"]
+    d = f.loc[("d", "mlp (linear logits)")]
+    assert d["verdict"] == "inconclusive" and "3 diverged" in d["evidence"]
+
+
+def test_cells_combine_by_three_in_four():
+    assert an._majority(["supported"] * 3 + ["inconclusive"]) == "supported"
+    assert an._majority(["supported"] * 3 + ["not supported"]) == "inconclusive"
+    assert an._majority(["not supported"] * 2 + ["inconclusive"]) == "inconclusive"
+    assert an._majority(["not supported"]) == "not supported"

@@ -450,16 +450,17 @@ CLAIMS = {
 }
 
 
-def findings(results, *, gap_tolerance: float = 0.1, flat_ratio: float = 0.25,
-             stagnation_drop: float = 0.1, spike_k: float = 10.0, spike_window: int = 50,
-             confidence: float = 0.95) -> pd.DataFrame:
+def findings(results, *, margin: float = 0.05, gap_tolerance: float = 0.1,
+             flat_ratio: float = 0.25, stagnation_drop: float = 0.1, spike_k: float = 10.0,
+             spike_window: int = 50, confidence: float = 0.95) -> pd.DataFrame:
     """The original study's claims checked against a study's data, one verdict per scope.
 
     Needs `results.runs` (run_id, status, model, model_kind, activate_logits),
     `results.epochs` and `results.batches` (data contract). Only finished runs count
     ('done'; the spike check also reads 'diverged'). Columns: id, claim, scope, verdict
     (supported / not supported / inconclusive), evidence (the numbers behind it).
-    Thresholds: a gap above `gap_tolerance` nats that grows is overfitting; a slope
+    Thresholds: a start-loss difference under `margin` nats is none; a gap above
+    `gap_tolerance` nats that grows is overfitting; a slope
     within `flat_ratio` x the other activations' median slope is flat; a relative drop
     in train loss below `stagnation_drop` is stagnation; spikes use `spike_k`, `spike_window`.
     """
@@ -475,9 +476,10 @@ def findings(results, *, gap_tolerance: float = 0.1, flat_ratio: float = 0.25,
     models = sorted(per_run["model"].unique()) if len(per_run) else []
     for model in models or ["(none)"]:
         pr = per_run[per_run["model"] == model]
-        rows.append(("a", model, *_claim_a(pr, confidence)))
+        rows.append(("a", model, *_claim_a(pr, confidence, margin, _absent(runs, model, "selu"))))
     for model in models or ["(none)"]:
-        rows.append(("b", model, *_claim_b(per_run[per_run["model"] == model])))
+        rows.append(("b", model, *_claim_b(per_run[per_run["model"] == model],
+                                           _absent(runs, model, "selu"))))
     for model in models or ["(none)"]:
         rows.append(("c", model, *_claim_c(epochs[epochs["model"] == model], gap_tolerance,
                                            confidence)))
@@ -492,12 +494,14 @@ def findings(results, *, gap_tolerance: float = 0.1, flat_ratio: float = 0.25,
         for m in labels:
             rows.append(("d", f"{m} ({label})",
                          *_claim_d(fits[fits["model"] == m], per_run[per_run["model"] == m],
-                                   on_logits, flat_ratio, confidence)))
+                                   on_logits, flat_ratio, confidence,
+                                   _absent(runs, m, "sigmoid"))))
     vgg = sorted(per_run.loc[per_run["model_kind"] == "tinyvgg", "model"].unique())
     if not vgg:
         rows.append(("e", "TinyVGG", "inconclusive", "no finished TinyVGG runs in this study"))
     for m in vgg:
-        rows.append(("e", m, *_claim_e(per_run[per_run["model"] == m], stagnation_drop, confidence)))
+        rows.append(("e", m, *_claim_e(per_run[per_run["model"] == m], stagnation_drop, confidence,
+                                       _absent(runs, m, "sigmoid"))))
     finished = meta.index[meta["status"].isin(["done", "diverged"])]
     batches = results.batches[results.batches["run_id"].isin(finished)]
     rows.append(("f", "all models", *_claim_f(batches, results.epochs, meta, spike_k,
@@ -508,8 +512,8 @@ def findings(results, *, gap_tolerance: float = 0.1, flat_ratio: float = 0.25,
 
 
 def _seed_note(n: int) -> str:
-    return {0: "no seeds", 1: "one seed: no interval"}.get(
-        n, "two seeds: the interval is wide; " if n == 2 else "")
+    return {0: "no seeds; ", 1: "one seed: no interval; ",
+            2: "two seeds: the interval is wide; "}.get(n, "")
 
 
 def _interval_text(n, mean, low, high, unit="") -> str:
@@ -518,16 +522,19 @@ def _interval_text(n, mean, low, high, unit="") -> str:
     return f"{fmt(mean)}{unit} ({n} seed{'s' if n != 1 else ''}, no interval)"
 
 
-def _sign_verdict(n, low, high) -> str:
-    """Supported if the interval lies above 0, not supported if below, else inconclusive."""
-    if n < 2 or not np.isfinite(low):
-        return "inconclusive"
-    return "supported" if low > 0 else "not supported" if high < 0 else "inconclusive"
+def _absent(runs: pd.DataFrame, model: str, activation: str) -> str:
+    """Why an activation has no finished runs in a model, with its run statuses."""
+    r = runs[(runs["model"] == model) & (runs["activation"] == activation)]
+    if r.empty:
+        return f"no {activation} runs for {model} in this study"
+    counts = r["status"].value_counts()
+    return (f"no finished {activation} runs for {model} ("
+            + ", ".join(f"{n} {st}" for st, n in counts.items()) + ")")
 
 
-def _claim_a(pr: pd.DataFrame, confidence: float):
+def _claim_a(pr: pd.DataFrame, confidence: float, margin: float, absent: str):
     if "selu" not in set(pr["activation"]):
-        return "inconclusive", "no finished SELU runs"
+        return "inconclusive", absent
     if pr["activation"].nunique() < 2:
         return "inconclusive", "SELU is the only activation: nothing to compare with"
     cells, highest = [], 0
@@ -543,17 +550,24 @@ def _claim_a(pr: pd.DataFrame, confidence: float):
     n, mean, _, low, high, _, _ = _interval(d, confidence)
     selu = pr.loc[pr["activation"] == "selu", "start_loss"].mean()
     other = pr.loc[pr["activation"] != "selu"].groupby("activation")["start_loss"].mean()
-    verdict = _sign_verdict(n, low, high)
+    if n < 2:
+        verdict = "inconclusive"
+    elif low > 0 and mean > margin:
+        verdict = "supported"
+    elif high < margin:  # at most negligibly higher
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive"
     ev = (f"{_seed_note(n)}epoch-0 train loss: SELU {fmt(selu)} vs median of "
           f"{len(other)} others {fmt(other.median())}; SELU minus others' median: "
-          f"{_interval_text(n, mean, low, high)}; SELU highest of all in {highest}/{len(cells)} "
-          f"seed x subset cells")
+          f"{_interval_text(n, mean, low, high)} (under {margin:g} nats counts as no "
+          f"difference); SELU highest of all in {highest}/{len(cells)} seed x subset cells")
     return verdict, ev
 
 
-def _claim_b(pr: pd.DataFrame):
+def _claim_b(pr: pd.DataFrame, absent: str):
     if "selu" not in set(pr["activation"]):
-        return "inconclusive", "no finished SELU runs"
+        return "inconclusive", absent
     hits, cells, ranks = 0, 0, {"final_train_loss": [], "final_test_loss": []}
     n_act = pr["activation"].nunique()
     if n_act < 3:
@@ -629,9 +643,9 @@ def _claim_c(e: pd.DataFrame, gap_tolerance: float, confidence: float):
                          + (f"; {missing} configurations with one seed not judged" if missing else ""))
 
 
-def _claim_d(fits, pr, on_logits: int, flat_ratio: float, confidence: float):
+def _claim_d(fits, pr, on_logits: int, flat_ratio: float, confidence: float, absent: str):
     if fits is None or "sigmoid" not in set(pr["activation"]):
-        return "inconclusive", "no finished sigmoid runs"
+        return "inconclusive", absent
     if pr["activation"].nunique() < 2:
         return "inconclusive", "sigmoid is the only activation: nothing to compare with"
     cells, parts = [], []
@@ -657,7 +671,7 @@ def _claim_d(fits, pr, on_logits: int, flat_ratio: float, confidence: float):
     if not cells:
         return "inconclusive", "sigmoid and other activations never share a subset size"
     n_seeds = pr.loc[pr["activation"] == "sigmoid", "seed"].nunique()
-    verdict = cells[0] if len(set(cells)) == 1 else "inconclusive"
+    verdict = _majority(cells)
     ev = (f"{_seed_note(n_seeds)}slope of epoch loss (nats/epoch, epochs 0..end): " + "; ".join(parts))
     if len(set(cells)) > 1:
         ev += f" — cells disagree ({', '.join(f'{cells.count(v)} {v}' for v in VERDICTS if v in cells)})"
@@ -676,9 +690,17 @@ def _claim_d(fits, pr, on_logits: int, flat_ratio: float, confidence: float):
     return verdict, ev
 
 
-def _claim_e(pr: pd.DataFrame, stagnation_drop: float, confidence: float):
+def _majority(cells: list) -> str:
+    """One verdict from several cells: unanimous, or 3 in 4 with none saying the opposite."""
+    for v, opposite in (("supported", "not supported"), ("not supported", "supported")):
+        if cells.count(v) >= 0.75 * len(cells) and opposite not in cells:
+            return v
+    return "inconclusive"
+
+
+def _claim_e(pr: pd.DataFrame, stagnation_drop: float, confidence: float, absent: str):
     if "sigmoid" not in set(pr["activation"]):
-        return "inconclusive", "no finished sigmoid runs"
+        return "inconclusive", absent
     drop = (pr["start_loss"] - pr["final_train_loss"]) / pr["start_loss"]
     pr = pr.assign(drop=drop)
     sig = pr[pr["activation"] == "sigmoid"].groupby("seed")["drop"].mean()

@@ -81,7 +81,7 @@ def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations
     start = e[e["epoch"] == 0].set_index("run_id")["train_loss"]
     present = []
     for ax, n in zip(axes[0], sizes):
-        series = []
+        series, lines = [], []
         for act in activations:
             run = b[(b["n_train"] == n) & (b["activation"] == act)].sort_values("step")
             if run.empty:
@@ -94,15 +94,13 @@ def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations
                     gid="data", label=act)
             fit = fits.loc[rid]
             if np.isfinite(fit["slope"]):
-                xx = np.array([0, x[-1]])
-                ax.plot(xx, fit["intercept"] + fit["slope"] * xx, color=st["color"],
-                        linestyle=st["linestyle"], linewidth=2.2, gid="fit")
+                lines.append((act, x[-1], fit["slope"], fit["intercept"]))
             series.append((act, x, y))
             present.append(act)
-        _tame_spikes(ax, series)
-        _note_lines_off_axis(ax)
+        log = _tame_spikes(ax, series) is not None
+        _draw_fits(ax, lines, log)
         ax.set_title(f"n_train = {n}" if n is not None else "no batch losses")
-        ax.set_xlabel("batch update (step)")
+        _step_axis(ax)
         ax.set_ylabel(LOSS_LABEL)
     _legend(fig, present, extra=[Line2D([], [], color="0.3", linewidth=0.8, alpha=0.6,
                                         label="batch loss"),
@@ -247,7 +245,7 @@ def batch_dynamics(batches: pd.DataFrame, spikes: pd.DataFrame, *, model: str, n
             y = np.where(np.isfinite(y) & (y <= top), y, top) if top is not None else y
             ax.plot(shown["step"], y, linestyle="none", marker="x", color="black", markersize=7,
                     markeredgewidth=1.5, clip_on=False, zorder=5, gid="spike")
-        ax.set_xlabel("batch update (step)")
+        _step_axis(ax)
         ax.set_ylabel(LOSS_LABEL)
         ax.set_title("first epoch, close up" if first else "whole run")
     extra = [Line2D([], [], linestyle="none", marker="x", color="black", markersize=7,
@@ -429,22 +427,31 @@ def _minor_log_label(v, _pos) -> str:
     return f"{v:g}" if round(mantissa, 6) in (2.0, 5.0) else ""
 
 
-def _note_lines_off_axis(ax):
-    """Say which fit lines a spike pulled out of view, rather than let them vanish silently."""
+def _draw_fits(ax, lines, log: bool):
+    """Fit lines over the data; on a log axis sampled densely, and named when out of view."""
     low, high = ax.get_ylim()
-    gone = [ln for ln in ax.get_lines() if ln.get_gid() == "fit"
-            and (np.all(ln.get_ydata() > high) or np.all(ln.get_ydata() < low))]
+    gone = []
+    for act, x_end, slope, intercept in lines:
+        st = style(act)
+        # Two points make a straight segment, which a log axis would misdraw: sample instead.
+        xx = np.linspace(0, x_end, 200) if log else np.array([0.0, x_end])
+        yy = intercept + slope * xx
+        if log:
+            yy = np.where(yy > 0, yy, np.nan)
+        seen = yy[np.isfinite(yy)]
+        if len(seen) == 0 or np.all(seen > high) or np.all(seen < low):
+            gone.append(act)
+            continue
+        ax.plot(xx, yy, color=st["color"], linestyle=st["linestyle"], linewidth=2.2, gid="fit")
     if gone:
-        names = [_name_of(ax, ln.get_color()) for ln in gone]
-        ax.text(0.01, 0.06, "fit line out of view (pulled by spikes): " + ", ".join(names),
+        ax.text(0.01, 0.06, "fit line out of view (pulled by spikes): " + ", ".join(gone),
                 transform=ax.transAxes, va="bottom", fontsize=7, color="0.3")
+    ax.set_ylim(low, high)
 
 
-def _name_of(ax, color) -> str:
-    for ln in ax.get_lines():
-        if ln.get_gid() == "data" and ln.get_color() == color and ln.get_label():
-            return ln.get_label()
-    return "?"
+def _step_axis(ax):
+    ax.set_xlabel("batch update (step)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _epoch_axis(ax):

@@ -98,7 +98,9 @@ def _analyse(results, spike_k, spike_window, threshold) -> dict:
     finished = status.index[status.isin(["done", "diverged"])]
     epochs = results.epochs[results.epochs["run_id"].isin(done)]
     batches = results.batches[results.batches["run_id"].isin(done)]
-    t = {"epochs": epochs, "batches": batches}
+    # Batch figures also show diverged runs: their explosion is what a reader looks for.
+    spiky = results.batches[results.batches["run_id"].isin(finished)]
+    t = {"epochs": epochs, "batches": batches, "finished_batches": spiky}
     if len(epochs):
         t["per_run"] = analysis.run_metrics(epochs, batches if len(batches) else None,
                                             threshold=threshold)
@@ -109,7 +111,6 @@ def _analyse(results, spike_k, spike_window, threshold) -> dict:
         t["fits"] = analysis.epoch_fits(epochs)
     if len(batches):
         t["batch_fits"] = analysis.batch_fit(epochs, batches)
-    spiky = results.batches[results.batches["run_id"].isin(finished)]
     t["spikes"] = (analysis.detect_spikes(spiky, results.epochs, k=spike_k, window=spike_window)
                    if len(spiky) else pd.DataFrame(columns=analysis.SPIKE_COLUMNS))
     t["findings"] = analysis.findings(results, spike_k=spike_k, spike_window=spike_window)
@@ -121,25 +122,28 @@ def _analyse(results, spike_k, spike_window, threshold) -> dict:
 def _figures(results, t) -> list:
     """(section, slug, caption, Figure) for everything the data allows."""
     out = []
-    epochs, batches = t["epochs"], t["batches"]
-    if epochs.empty:
+    epochs, batches = t["epochs"], t["finished_batches"]
+    start = (results.epochs[results.epochs["run_id"].isin(batches["run_id"].unique())]
+             if len(batches) else epochs)
+    if epochs.empty and batches.empty:
         return out
     models = sorted(epochs["model"].unique())
     logits = _activated_logits(results.runs)
-    for model in models:
+    for model in sorted(set(epochs["model"]) | set(batches["model"])):
         e = epochs[epochs["model"] == model]
         b = batches[batches["model"] == model]
         for family, members in FAMILIES.items():
             present = [a for a in members if a in set(e["activation"])]
-            if not present:
-                continue
+            in_batches = [a for a in members if a in set(b["activation"])]
             name = family.replace("_", " ")
-            if len(b):
+            if in_batches:
                 out.append(("The original's figures, per activation family", f"{model}-{family}-batch",
                             f"{model}, {name}: batch loss against batch update with the "
                             f"least-squares line through it (epoch-0 loss at update 0), as the "
-                            f"original drew it; one seed.",
-                            plots.family_batch_losses(b, e, present, model=model)))
+                            f"original drew it; one seed, diverged runs included.",
+                            plots.family_batch_losses(b, start, in_batches, model=model)))
+            if not present:
+                continue
             out.append(("The original's figures, per activation family", f"{model}-{family}-test",
                         f"{model}, {name}: test loss and accuracy against epoch, mean over seeds "
                         f"with a 95% band.",
@@ -158,7 +162,7 @@ def _figures(results, t) -> list:
                         f"(slopes in the fits table).",
                         plots.epoch_regression(epochs, t["fits"], model=model, n_train=n)))
     if len(batches):
-        for model in models:
+        for model in sorted(batches["model"].unique()):
             n, seed, note = _dynamics_run(batches, t["spikes"], model)
             out.append(("Batch-loss dynamics and spikes", f"{model}-dynamics",
                         f"{model}: batch loss of {note}, whole run and first epoch; spikes marked.",
@@ -245,7 +249,7 @@ figure{margin:1.2rem 0} figure img{max-width:100%;height:auto;border:1px solid #
 figcaption{font-size:.9rem;color:#444} .meta{color:#555;font-size:.9rem}
 details{margin:.6rem 0} summary{cursor:pointer;font-weight:600}
 .scroll{max-height:28rem;overflow:auto}
-code{background:#f5f5f5;padding:0 .2rem}
+code{background:#f5f5f5;padding:0 .2rem;overflow-wrap:anywhere} .wide{overflow-x:auto}
 """
 
 
@@ -322,7 +326,7 @@ def _status_section(runs: pd.DataFrame) -> list:
 def _config_section(runs: pd.DataFrame) -> list:
     if runs.empty:
         return []
-    rows = []
+    rows = []  # one column per model, one row per setting: narrow enough for any page
     for model, g in runs.groupby("model", sort=True):
         row = {"model": model}
         for col in ("model_kind", "activate_logits", "hidden_units", "hidden_layers", "dataset",
@@ -334,7 +338,8 @@ def _config_section(runs: pd.DataFrame) -> list:
         row["seeds"] = ", ".join(str(s) for s in sorted(g["seed"].unique()))
         row["n_train"] = ", ".join(str(n) for n in sorted(g["n_train"].unique()))
         rows.append(row)
-    return ["<h2 id='config'>Configuration</h2>", _table(pd.DataFrame(rows))]
+    table = pd.DataFrame(rows).set_index("model").T.rename_axis("setting").reset_index()
+    return ["<h2 id='config'>Configuration</h2>", _table(table)]
 
 
 def _findings_section(findings: pd.DataFrame, spike_k, spike_window) -> list:
@@ -448,7 +453,8 @@ def _table(df: pd.DataFrame) -> str:
             else:
                 cells.append(f"<td>{_e('' if v is None or v is pd.NA else v)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
+            f"</tbody></table></div>")
 
 
 def _num(v) -> str:
