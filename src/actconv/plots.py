@@ -76,11 +76,11 @@ def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations
     b = b[b["seed"] == seed]
     e = epochs[epochs["run_id"].isin(b["run_id"].unique())]
     sizes = sorted(b["n_train"].unique()) or [None]
-    fig, axes = _figure(1, len(sizes))
+    fig, panels = _panels(len(sizes))
     fits = analysis.batch_fit(e, b).set_index("run_id") if len(b) else None
     start = e[e["epoch"] == 0].set_index("run_id")["train_loss"]
     present = []
-    for ax, n in zip(axes[0], sizes):
+    for ax, n in zip(panels, sizes):
         series, lines = [], []
         for act in activations:
             run = b[(b["n_train"] == n) & (b["activation"] == act)].sort_values("step")
@@ -118,13 +118,14 @@ def family_test_curves(epochs: pd.DataFrame, activations, *, model: str,
     """
     e = epochs[(epochs["model"] == model) & epochs["activation"].isin(activations)]
     sizes = sorted(e["n_train"].unique()) or [None]
-    fig, axes = _figure(2, len(sizes), height=3.0)
+    # One row per n_train, loss and accuracy side by side: four sizes stay readable.
+    fig, axes = _figure(len(sizes), 2, height=3.0)
     ci = (analysis.curve_intervals(e, ["test_loss", "test_accuracy"]) if len(e) else None)
     present = []
     for j, n in enumerate(sizes):
         for i, (col, label) in enumerate((("test_loss", "test " + LOSS_LABEL),
                                           ("test_accuracy", "test accuracy (%)"))):
-            ax = axes[i][j]
+            ax = axes[j][i]
             series = _mean_curves(ax, ci, activations, n, col, scale=100 if i else 1)
             if i == 0:
                 _tame_spikes(ax, series)
@@ -304,8 +305,8 @@ def start_vs_final(per_run: pd.DataFrame, *, model: str, final: str = "final_tes
     pr = per_run[per_run["model"] == model]
     sizes = sorted(pr["n_train"].unique()) or [None]
     activations = _order(pr, None)
-    fig, axes = _figure(1, len(sizes), width=3.6)
-    for ax, n in zip(axes[0], sizes):
+    fig, panels = _panels(len(sizes), width=3.8)
+    for ax, n in zip(panels, sizes):
         g = pr[pr["n_train"] == n].groupby("activation")[["start_loss", final]].agg(["mean", "std"])
         for act in activations:
             if act not in g.index:
@@ -332,6 +333,16 @@ def start_vs_final(per_run: pd.DataFrame, *, model: str, final: str = "final_tes
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+def _panels(n: int, width: float = 4.2, height: float = 3.4):
+    """n panels, at most two a row (wider rows shrink the text on a page)."""
+    ncols = min(2, max(n, 1))
+    fig, axes = _figure(math.ceil(max(n, 1) / ncols), ncols, width, height)
+    flat = list(axes.flat)
+    for ax in flat[max(n, 1):]:
+        ax.remove()
+    return fig, flat[:max(n, 1)]
+
 
 def _figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.4):
     fig = Figure(figsize=(width * ncols + 2.6, height * nrows + 0.7), layout="constrained")

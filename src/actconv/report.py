@@ -19,7 +19,7 @@ STATUSES = ("done", "diverged", "failed", "running", "pending")
 # What the summary aggregates across seeds, in the order a reader wants them.
 SUMMARY_METRICS = ["start_loss", "final_train_loss", "final_test_loss", "final_train_accuracy",
                    "final_test_accuracy", "gap", "auc_train_loss", "auc_test_loss",
-                   "steps_to_threshold"]
+                   "steps_to_threshold", "reached"]
 
 
 def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: int = 50,
@@ -375,10 +375,12 @@ def _ranking_section(t) -> list:
             "seeds": g["n_seeds"]})
         sig = t["paired"]
         sig = sig[(sig["model"] == model) & (sig["n_train"] == n)]
-        n_sig = int(sig["significant"].sum())
+        tested = int(sig["p"].notna().sum())
+        paired = (f"{int(sig['significant'].sum())} of {tested} paired differences significant "
+                  f"after Holm" if tested else "no paired tests (fewer than two common seeds)")
         out.append(f"<details><summary>{_e(model)}, n_train {_e(n)}: best "
                    f"{_e(g['activation'].iloc[0])}; Kendall's W {_e(analysis.fmt(w))}; "
-                   f"{n_sig} of {len(sig)} paired differences significant after Holm</summary>"
+                   f"{_e(paired)}</summary>"
                    + _table(view) + "</details>")
     return out
 
@@ -388,7 +390,7 @@ def _tables_section(t, threshold) -> list:
     if "summary" in t:
         s = t["summary"]
         view = s[s["metric"].isin(["final_test_loss", "final_test_accuracy", "start_loss",
-                                   "steps_to_threshold"])]
+                                   "steps_to_threshold", "reached"])]
         view = view.assign(interval=[_ci(lo, hi) for lo, hi in zip(view["low"], view["high"])])
         out.append("<details><summary>Across seeds: mean and 95% interval per configuration "
                    "(all metrics in summary.csv)</summary><div class='scroll'>"
@@ -422,7 +424,9 @@ def _method_section(spike_k, spike_window, threshold) -> list:
             "subset). Final: the last stored epoch. Gap: final test minus final train loss (the "
             "train loss of an epoch is the mean of its batch losses, as in the original).</li>",
             f"<li>Steps to threshold: first batch update at which the mean of the last 10 batch "
-            f"losses is below {threshold:g} nats; 'never' is counted, not dropped.</li>",
+            f"losses is below {threshold:g} nats. 'Never' is a value: the summary's "
+            f"<code>reached</code> rows give the share of seeds that got there, and the mean "
+            f"steps is over those seeds only.</li>",
             "<li>Intervals over seeds: t-interval below 5 seeds, percentile bootstrap of the "
             "mean from 5 up; with 2 seeds the t-interval is wide (t = 12.7), with 1 there is "
             "none and findings say inconclusive.</li>",
