@@ -107,12 +107,17 @@ def test_findings_table_has_a_verdict_per_claim(report_dir):
 
 
 def test_report_without_finished_runs(tmp_path):
+    out = tmp_path / "a<b>&c"  # a path is user text too
     r = small_study()
     pending = r.runs.assign(status="pending")
-    to_store(type(r)(pending, r.epochs.iloc[:0], r.batches.iloc[:0], r.diagnostics), tmp_path, "s")
-    page = write_report(tmp_path).read_text()
-    assert "No finished runs yet" in page and "9 pending" in page
-    assert set(pd.read_csv(tmp_path / "report" / "findings.csv")["verdict"]) == {"inconclusive"}
+    to_store(type(r)(pending, r.epochs.iloc[:0], r.batches.iloc[:0], r.diagnostics), out, "s")
+    with Store(out) as store:  # a run whose driver was killed stays 'running'
+        store.conn.execute("UPDATE runs SET status='running' WHERE rowid=1")
+    page = write_report(out).read_text()
+    assert "No finished runs yet" in page and "1 running, 8 pending" in page
+    assert "9 runs are not finished" in page
+    assert "a&lt;b&gt;&amp;c" in page and "a<b>&c" not in page
+    assert set(pd.read_csv(out / "report" / "findings.csv")["verdict"]) == {"inconclusive"}
 
 
 def test_report_without_a_store_is_a_clear_error(tmp_path):
