@@ -41,7 +41,7 @@ def test_family_batch_figure_lines_and_linear_axis():
     assert len(lines(fig, "data")) == 6 and len(lines(fig, "fit")) == 6
     assert all(ax.get_yscale() == "linear" for ax in fig.axes)
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
-    fig.legends[0].get_texts()[0].get_text() == "relu"
+    assert fig.legends[0].get_texts()[0].get_text() == "relu"  # registry order
     render(fig)
 
 
