@@ -14,6 +14,7 @@ $(BIN)/actconv: pyproject.toml
 
 demo: $(BIN)/actconv
 	$(BIN)/actconv run --preset demo --out $(OUT) --jobs $(JOBS)
+	$(BIN)/actconv report $(OUT)
 
 test: $(BIN)/actconv
 	$(BIN)/python -m pytest -q
