@@ -10,6 +10,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from tqdm.auto import tqdm
 
 from . import data as datasets
+from . import diagnostics
 from .config import RunSpec
 from .models import N_CLASSES, build_model
 from .seeding import generator, set_seed, set_threads
@@ -95,6 +96,7 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
     shuffle = generator(spec.seed, "shuffle")
     n, bs = spec.n_train, spec.batch_size
     steps = math.ceil(n / bs)  # the last batch is partial, as DataLoader's default
+    diag = diagnostics.Recorder(spec, model, data) if spec.diagnostics else None  # probes epoch 0
 
     train_loss, train_acc = evaluate(model, x, y, eval_batch)
     test_loss, test_acc = evaluate(model, test_x, test_y, eval_batch)
@@ -114,10 +116,14 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
             loss = F.cross_entropy(logits, y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if diag:
+                diag.after_backward(b)
             optimizer.step()
             loss_buf[b] = loss.detach()
             acc_buf[b] = (logits.detach().argmax(1) == y[idx]).float().mean()
         epoch_losses, epoch_accs = loss_buf.cpu().numpy(), acc_buf.cpu().numpy()
+        if diag:
+            diag.end_epoch(epoch)
         bad = np.flatnonzero(~np.isfinite(epoch_losses))
         if len(bad):  # keep the batches up to and including the first non-finite one
             losses.append(epoch_losses[:bad[0] + 1])
@@ -134,5 +140,5 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
     step = np.arange(1, len(loss_arr) + 1)
     batches = dict(epoch=(step - 1) // steps + 1, step=step, loss=loss_arr.astype(np.float64),
                    accuracy=np.concatenate(accs).astype(np.float64) if accs else np.empty(0))
-    return RunResult(spec, status, epochs, batches, diverged_step=diverged_step,
-                     wall_s=time.perf_counter() - start, env=environment(spec))
+    return RunResult(spec, status, epochs, batches, diagnostics=diag.rows if diag else [],
+                     diverged_step=diverged_step, wall_s=time.perf_counter() - start, env=environment(spec))
