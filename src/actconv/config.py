@@ -317,8 +317,9 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
 
 
 # Seconds per training sample per epoch on one thread of this project's 2-core reference
-# machine (measured with the loop engine, evaluation included); for `actconv presets` only.
-COST_PER_SAMPLE = {"mlp": 1.3e-5, "tinyvgg": 2.2e-6}  # tinyvgg: per hidden unit squared
+# machine, evaluation included (loop engine; seed preset: MLP(64) about 2.5e-5, TinyVGG(64)
+# about 7e-3); for `actconv presets` only.
+COST_PER_SAMPLE = {"mlp": 2.5e-5 / 50890, "tinyvgg": 1.7e-6}  # per parameter; per hidden unit squared
 
 
 def estimate_seconds(study: StudySpec) -> float:
@@ -326,7 +327,9 @@ def estimate_seconds(study: StudySpec) -> float:
     total = 0.0
     for spec in study.runs():
         m = spec.model_spec
-        per = (COST_PER_SAMPLE["mlp"] * m.hidden_layers * max(1, m.hidden_units / 64)
-               if m.kind == "mlp" else COST_PER_SAMPLE["tinyvgg"] * max(m.hidden_units, 8) ** 2 / 4)
+        h = m.hidden_units
+        params = 784 * h + (m.hidden_layers - 1) * h * h + 10 * h
+        per = (COST_PER_SAMPLE["mlp"] * max(params, 50890) if m.kind == "mlp"
+               else COST_PER_SAMPLE["tinyvgg"] * max(h, 8) ** 2)
         total += per * spec.n_train * spec.epochs + 0.05
     return total
