@@ -299,3 +299,54 @@ def test_selu_self_normalisation_verdicts():
                           for metric, v in (("act_mean", -0.05), ("act_std", 0.2))})
     f = m(D.mechanism_findings(results_for(curves, far)), "m3")
     assert f["verdict"] == "not supported" and "LeCun-normal" in f["evidence"]
+
+
+# -- figures and the report ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """Both MLPs (activation on the logits and linear logits), sigmoid, tanh and ReLU, 3 seeds."""
+    out = tmp_path_factory.mktemp("diag")
+    study = config.study_from_dict({
+        "name": "tiny-diag", "models": {"mlp_original": {"kind": "mlp", "hidden_units": 8, "activate_logits": True},
+                                        "mlp": {"kind": "mlp", "hidden_units": 8, "hidden_layers": 2}},
+        "activations": ["sigmoid", "tanh", "relu"], "seeds": [1, 2, 3], "n_train": [64], "epochs": 2,
+        "diagnostics": True, "grad_every": 2})
+    actconv.run_study(study, out, progress=False)
+    return out, actconv.load_results(out)
+
+
+def drawn(fig) -> int:
+    return sum(1 for ax in fig.axes for artist in ax.get_children() if artist.get_gid() == "data")
+
+
+def test_diagnostics_figures_draw_every_activation_and_layer(tiny_study):
+    from actconv import plots
+    _, res = tiny_study
+    d, runs = res.diagnostics, res.runs
+    gallery = plots.activation_gallery()
+    assert len(gallery.axes) == len(actconv.activations.ACTIVATIONS) and drawn(gallery) == len(gallery.axes)
+    stats = plots.layer_activation_stats(d, runs, model="mlp")
+    assert len(stats.axes) == 3  # one panel per activation, one line per hidden layer
+    assert all([t.get_text() for t in ax.get_legend().get_texts()] == ["layer1", "layer2"] for ax in stats.axes)
+    grads = plots.gradient_norms(d, runs, model="mlp")
+    assert [ax.get_yscale() for ax in grads.axes[:4]] == ["log"] * 4  # layer1, layer2, output, ratio
+    sigmoid = runs[(runs["model"] == "mlp_original") & (runs["activation"] == "sigmoid")]["run_id"].iloc[0]
+    hist = plots.preact_histograms(d, runs, sigmoid)
+    assert [ax.get_title() for ax in hist.axes] == ["layer1", "output"]
+    units = plots.saturation_dead_units(d, runs, model="mlp")
+    assert drawn(units) == 2 * 3
+    floor = plots.logit_floor_curves(res.epochs, runs)
+    assert drawn(floor) == 2 * 2  # sigmoid and tanh, on the logits and with linear logits
+    levels = sorted(round(line.get_ydata()[0], 3) for line in floor.axes[0].lines if line.get_gid() != "data")
+    assert levels == [0.797, 1.461]
+
+
+def test_report_shows_gallery_first_and_the_mechanisms(tiny_study):
+    from actconv.report import write_report
+    out, res = tiny_study
+    page = write_report(out, res).read_text()
+    assert page.index("id='gallery'") < page.index("id='status'")
+    assert "id='mechanisms'" in page and "(m2)" in page and "1.461" in page
+    assert "id='papers'" not in page  # not a paper preset
+    assert (out / "report" / "mechanisms.csv").exists()

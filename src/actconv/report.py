@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis, plots
+from . import analysis, diagnostics, plots
 from .activations import FAMILIES
 from .errors import ActconvError
 
@@ -114,6 +114,8 @@ def _analyse(results, spike_k, spike_window, threshold) -> dict:
     t["spikes"] = (analysis.detect_spikes(spiky, results.epochs, k=spike_k, window=spike_window)
                    if len(spiky) else pd.DataFrame(columns=analysis.SPIKE_COLUMNS))
     t["findings"] = analysis.findings(results, spike_k=spike_k, spike_window=spike_window)
+    t["mechanisms"] = diagnostics.mechanism_findings(results)
+    t["papers"] = diagnostics.paper_verdicts(results)
     return t
 
 
@@ -175,6 +177,44 @@ def _figures(results, t) -> list:
                     f"{model}: starting (epoch-0) train loss against final test loss.",
                     plots.start_vs_final(t["per_run"], model=model,
                                          logit_floors=model in logits)))
+    return out + _diagnostics_figures(results, epochs)
+
+
+GALLERY = "Activation functions and where they saturate"
+DYNAMICS = "Inside the networks: per-layer diagnostics"
+
+
+def _diagnostics_figures(results, epochs) -> list:
+    """The activation gallery (shown at the top), the logit floor, and per-layer figures."""
+    runs = results.runs[results.runs["run_id"].isin(epochs["run_id"].unique())]
+    present = [a for a in plots.STYLES if a in set(runs["activation"])]
+    out = [(GALLERY, "activation-gallery", "Each activation of this study (colour) and its derivative "
+            "(black, dashed) over [-5, 5]; grey where the derivative is below 1% of its maximum, "
+            "which is what the saturation figures count.", plots.activation_gallery(present))]
+    bounded = runs["activation"].isin(list(analysis.BOUNDED_RANGE))
+    if (bounded & (runs["activate_logits"].fillna(0).astype(int) == 1) & (runs["model_kind"] == "mlp")).any():
+        out.append((DYNAMICS, "logit-floor", "Bounded activations on the logits (left) cannot go below "
+                    "the floor their logit range allows; with linear logits (right) they can.",
+                    plots.logit_floor_curves(epochs, runs)))
+    diag = results.diagnostics[results.diagnostics["run_id"].isin(runs["run_id"])]
+    for model in sorted(runs.loc[runs["run_id"].isin(diag["run_id"].unique()), "model"].unique()):
+        r = runs[(runs["model"] == model) & runs["run_id"].isin(diag["run_id"].unique())]
+        n = int(r["n_train"].max())
+        out.append((DYNAMICS, f"{model}-layer-stats", f"{model}, {n} images: activation mean ± standard "
+                    f"deviation per hidden layer on the 300-image probe batch (100 for TinyVGG) after "
+                    f"each epoch, averaged over seeds, as Glorot & Bengio plotted them.",
+                    plots.layer_activation_stats(diag, r, model=model, n_train=n)))
+        out.append((DYNAMICS, f"{model}-gradients", f"{model}, {n} images: weight-gradient norm per "
+                    f"layer (log axis) and the first/last layer ratio, median over seeds.",
+                    plots.gradient_norms(diag, r, model=model, n_train=n)))
+        out.append((DYNAMICS, f"{model}-saturation", f"{model}, {n} images: saturated entries and dead "
+                    f"units per activation.", plots.saturation_dead_units(diag, r, model=model, n_train=n)))
+        pick = r[r["n_train"] == n].sort_values("seed")
+        pick = pick[pick["activation"] == "sigmoid"] if pick["activation"].eq("sigmoid").any() else pick
+        run = pick.iloc[0]
+        out.append((DYNAMICS, f"{model}-histograms", f"{model}: pre-activation histograms of one run "
+                    f"({run['activation']}, seed {run['seed']}, {n} images) over training.",
+                    plots.preact_histograms(diag, r, run["run_id"])))
     return out
 
 
@@ -228,7 +268,8 @@ def _write_tables(t, dest: Path) -> None:
     empty = pd.DataFrame(columns=analysis.CONFIG_KEYS + ["metric", "n_seeds", "mean", "sd", "low",
                                                          "high", "method", "note"])
     t.get("summary", empty).to_csv(dest / "summary.csv", index=False)
-    for name in ("per_run", "fits", "batch_fits", "ranking", "paired", "spikes", "findings"):
+    for name in ("per_run", "fits", "batch_fits", "ranking", "paired", "spikes", "findings",
+                 "mechanisms", "papers"):
         if name in t:
             t[name].to_csv(dest / f"{name}.csv", index=False)
 
@@ -245,6 +286,7 @@ th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums
 .verdict{font-weight:600;white-space:nowrap;padding:.1rem .4rem;border-radius:3px}
 .supported{background:#d9f0e3;color:#0b5a2c} .not-supported{background:#f8dcdc;color:#7a1010}
 .inconclusive{background:#eee;color:#444}
+.reproduced{background:#d9f0e3;color:#0b5a2c} .not-reproduced{background:#f8dcdc;color:#7a1010}
 figure{margin:1.2rem 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9rem;color:#444} .meta{color:#555;font-size:.9rem}
 details{margin:.6rem 0} summary{cursor:pointer;font-weight:600}
@@ -265,9 +307,14 @@ def _html(out_dir, results, t, figures, spike_k, spike_window, threshold) -> str
              f"<p class='meta'>Results in <code>{_e(Path(out_dir).resolve())}</code>; written "
              f"{_e(now)}. Figures and tables are also in <code>figures/</code> and the CSV files "
              f"next to this page.</p>"]
+    top = [_figure_html(*f[1:]) for f in figures if f[0] == GALLERY]  # where each one saturates
+    parts += [f"<h2 id='gallery'>{_e(GALLERY)}</h2>"] + top if top else []
+    figures = [f for f in figures if f[0] != GALLERY]
     parts += _status_section(runs)
     parts += _config_section(runs)
+    parts += _verdict_table("papers", "Published claims, checked", PAPERS_INTRO, t.get("papers"))
     parts += _findings_section(t["findings"], spike_k, spike_window)
+    parts += _verdict_table("mechanisms", "Mechanisms, measured", MECHANISMS_INTRO, t.get("mechanisms"))
     parts += _ranking_section(t)
     section = None
     for sec, stem, caption, b64 in figures:
@@ -356,6 +403,36 @@ def _findings_section(findings: pd.DataFrame, spike_k, spike_window) -> list:
                    f"<td>{_e(r.evidence)}</td></tr>")
     out.append("</tbody></table>")
     return out
+
+
+PAPERS_INTRO = ("This study is a paper preset: each published claim, judged from its finished runs "
+                "(<em>reproduced</em> needs the claim to hold in at least 80% of the paired seeds).")
+MECHANISMS_INTRO = ("The explanations the original offered, measured with <code>--diagnostics</code> "
+                    "(per-layer statistics on a fixed probe batch): a flat loss is blamed on saturation "
+                    "only when saturated units or vanishing gradients are measured; bounded activations "
+                    "on the logits are held back by the cross-entropy floor their range allows "
+                    "(1.461 nats for logits in (0, 1), 0.797 for (-1, 1), 10 classes).")
+
+
+def _verdict_table(ident: str, heading: str, intro: str, table) -> list:
+    """A findings-style table (claim, scope, verdict, evidence); nothing when there are no rows."""
+    if table is None or table.empty:
+        return []
+    out = [f"<h2 id='{ident}-heading'>{_e(heading)}</h2>", f"<p>{intro}</p>",
+           f"<table id='{ident}' class='findings'><thead><tr><th>claim</th><th>scope</th>"
+           "<th>verdict</th><th>evidence</th></tr></thead><tbody>"]
+    for r in table.itertuples():
+        cls = r.verdict.replace(" ", "-")
+        out.append(f"<tr><td><strong>({_e(r.id)})</strong> {_e(r.claim)}</td><td>{_e(r.scope)}</td>"
+                   f"<td><span class='verdict {_e(cls)}'>{_e(r.verdict)}</span></td>"
+                   f"<td>{_e(r.evidence)}</td></tr>")
+    out.append("</tbody></table>")
+    return out
+
+
+def _figure_html(stem: str, caption: str, b64: str) -> str:
+    return (f"<figure id='fig-{_e(stem)}'><img alt='{_e(caption)}' src='data:image/png;base64,{b64}'>"
+            f"<figcaption>{_e(caption)} (<code>figures/{_e(stem)}.svg</code>)</figcaption></figure>")
 
 
 def _ranking_section(t) -> list:
