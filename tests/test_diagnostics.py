@@ -55,7 +55,8 @@ def test_saturation_on_hand_built_sigmoid_layer():
     assert v["layer1", "weight_norm"] == pytest.approx(math.sqrt(2))
     hist = v["layer1"][[m for m in D.HIST_METRICS]]
     assert hist.sum() == pytest.approx(1.0)
-    assert hist.iloc[0] == pytest.approx(1 / 12) and hist.iloc[-1] == pytest.approx(2 / 12)  # -10 | 10, 20
+    assert hist.iloc[0] == pytest.approx(1 / 12)  # -10
+    assert hist.iloc[-1] == pytest.approx(2 / 12)  # 10 and 20
     assert set(v.index.get_level_values("layer")) == {"layer1", "output"}
     assert list(v["output"].index) == ["weight_norm"]  # linear logits: only the weights
 
@@ -111,7 +112,8 @@ def test_rows_cover_every_epoch_and_every_kth_step(mnist5k):
 
 
 @pytest.mark.parametrize("model_spec, activation", [
-    (ModelSpec("mlp", hidden_units=8, hidden_layers=2, batchnorm=True), "relu"),  # running stats restored
+    # BatchNorm's running statistics must come back unchanged after each probe
+    (ModelSpec("mlp", hidden_units=8, hidden_layers=2, batchnorm=True), "relu"),
     (ModelSpec("mlp", hidden_units=8, activate_logits=True), "prelu"),
     (ModelSpec("tinyvgg", hidden_units=2), "selu"),
 ])
@@ -125,7 +127,8 @@ def test_diagnostics_leave_training_numbers_bitwise_unchanged(mnist5k, model_spe
 def test_tinyvgg_layers_are_its_four_convolutions(mnist5k):
     r = train_run(spec(model_spec=ModelSpec("tinyvgg", hidden_units=2), epochs=1, n_train=16), mnist5k)
     d = pd.DataFrame(r.diagnostics, columns=COLS)
-    assert sorted(d.loc[d["metric"] == "saturated", "layer"].unique()) == [f"layer{i}" for i in range(1, 5)]
+    probed = sorted(d.loc[d["metric"] == "saturated", "layer"].unique())
+    assert probed == [f"layer{i}" for i in range(1, 5)]
     assert sorted(d.loc[d["metric"] == "grad_norm", "layer"].unique(), key=D.layer_order)[-1] == "output"
 
 
@@ -136,8 +139,9 @@ def test_a_diverged_run_still_records_its_diagnostics(mnist5k):
 
 
 def test_cli_flag_turns_diagnostics_on_and_the_store_keeps_them(tmp_path):
-    args = build_parser().parse_args(["run", "--preset", "smoke", "--diagnostics", "--out", str(tmp_path),
-                                      "--models", "mlp", "--seeds", "1", "--n-train", "32"])
+    args = build_parser().parse_args(["run", "--preset", "smoke", "--diagnostics", "--out",
+                                      str(tmp_path), "--models", "mlp", "--seeds", "1",
+                                      "--n-train", "32"])
     study = study_from_args(args)
     assert all(s.diagnostics for s in study.runs())
     off = build_parser().parse_args(["run", "--preset", "smoke", "--out", str(tmp_path)])
@@ -164,7 +168,8 @@ def diag_rows(run_id, per_epoch: dict):
 
 
 def test_layer_curves_and_unit_fractions_have_hand_computed_values():
-    runs = runs_table([dict(run_id="a", activation="relu", seed=1), dict(run_id="b", activation="relu", seed=2)])
+    runs = runs_table([dict(run_id="a", activation="relu", seed=1),
+                       dict(run_id="b", activation="relu", seed=2)])
     d = pd.DataFrame(diag_rows("a", {(0, "layer1", "act_mean"): 1.0, (1, "layer1", "act_mean"): 2.0,
                                      (0, "layer1", "dead"): 0.0, (1, "layer1", "dead"): 0.5,
                                      (0, "layer2", "dead"): 0.0, (1, "layer2", "dead"): 0.1,
@@ -179,13 +184,15 @@ def test_layer_curves_and_unit_fractions_have_hand_computed_values():
     assert c["mean"].tolist() == [2.0, 4.0] and c["n"].tolist() == [2, 2]
     assert c["sd"].tolist() == pytest.approx([math.sqrt(2), math.sqrt(8)])
     f = D.unit_fractions(d, runs).iloc[0]
-    assert f["dead_start"] == 0 and f["dead_end"] == pytest.approx(((0.5 + 0.1) / 2 + (0.3 + 0.1) / 2) / 2)
+    assert f["dead_start"] == 0
+    assert f["dead_end"] == pytest.approx(((0.5 + 0.1) / 2 + (0.3 + 0.1) / 2) / 2)
     assert f["dead_max"] == pytest.approx((0.5 + 0.3) / 2)
     assert f["saturated_end"] == pytest.approx(0.15) and f["n"] == 2
 
 
 def test_preact_histogram_bounds_and_layer_order():
-    d = pd.DataFrame(diag_rows("a", {(0, "layer10", "preact_hist_00"): 0.25, (0, "layer10", "preact_hist_33"): 0.75,
+    d = pd.DataFrame(diag_rows("a", {(0, "layer10", "preact_hist_00"): 0.25,
+                                     (0, "layer10", "preact_hist_33"): 0.75,
                                      (0, "layer2", "preact_hist_17"): 1.0}))
     h = D.preact_histogram(d, "a")
     assert h["layer"].tolist() == ["layer2", "layer10", "layer10"]  # numeric, not text, order
@@ -229,7 +236,8 @@ def test_roughness_by_level_compares_only_matching_bands():
     smooth = np.full(200, 0.5)
     noisy = 0.5 + 0.05 * (-1) ** steps  # changes of 0.1, against a running median of 0.45 or 0.55
     b = pd.concat([pd.DataFrame(dict(run_id=r, model="m", activation="relu", seed=1, n_train=10,
-                                     epoch=1, step=steps + 1, loss=v)) for r, v in (("s", smooth), ("n", noisy))])
+                                     epoch=1, step=steps + 1, loss=v))
+                   for r, v in (("s", smooth), ("n", noisy))])
     r = D.roughness_by_level(b).set_index("run_id")
     assert len(r) == 2 and r.loc["s", "rough"] == 0 and r.loc["n", "rough"] > 0.15
     assert r.loc["s", "band_low"] == r.loc["n", "band_low"] and r.loc["s", "band_low"] <= 0.45
@@ -293,7 +301,8 @@ def test_selu_self_normalisation_verdicts():
     curves = {("a", "selu", 1): [2.3, 1.0]}
     near = diag_rows("a", {(e, f"layer{k}", metric): v for e in (0, 1) for k in (1, 2)
                            for metric, v in (("act_mean", 0.05), ("act_std", 1.05))})
-    f = m(D.mechanism_findings(results_for(curves, near, init="lecun_normal", normalize="standard")), "m3")
+    selu = results_for(curves, near, init="lecun_normal", normalize="standard")
+    f = m(D.mechanism_findings(selu), "m3")
     assert f["verdict"] == "supported"
     far = diag_rows("a", {(e, f"layer{k}", metric): v for e in (0, 1) for k in (1, 2)
                           for metric, v in (("act_mean", -0.05), ("act_std", 0.2))})
@@ -308,8 +317,9 @@ def tiny_study(tmp_path_factory):
     """Both MLPs (activation on the logits and linear logits), sigmoid, tanh and ReLU, 3 seeds."""
     out = tmp_path_factory.mktemp("diag")
     study = config.study_from_dict({
-        "name": "tiny-diag", "models": {"mlp_original": {"kind": "mlp", "hidden_units": 8, "activate_logits": True},
-                                        "mlp": {"kind": "mlp", "hidden_units": 8, "hidden_layers": 2}},
+        "name": "tiny-diag",
+        "models": {"mlp_original": {"kind": "mlp", "hidden_units": 8, "activate_logits": True},
+                   "mlp": {"kind": "mlp", "hidden_units": 8, "hidden_layers": 2}},
         "activations": ["sigmoid", "tanh", "relu"], "seeds": [1, 2, 3], "n_train": [64], "epochs": 2,
         "diagnostics": True, "grad_every": 2})
     actconv.run_study(study, out, progress=False)
@@ -325,20 +335,24 @@ def test_diagnostics_figures_draw_every_activation_and_layer(tiny_study):
     _, res = tiny_study
     d, runs = res.diagnostics, res.runs
     gallery = plots.activation_gallery()
-    assert len(gallery.axes) == len(actconv.activations.ACTIVATIONS) and drawn(gallery) == len(gallery.axes)
+    assert len(gallery.axes) == len(actconv.activations.ACTIVATIONS)
+    assert drawn(gallery) == len(gallery.axes)
     stats = plots.layer_activation_stats(d, runs, model="mlp")
     assert len(stats.axes) == 3  # one panel per activation, one line per hidden layer
-    assert all([t.get_text() for t in ax.get_legend().get_texts()] == ["layer1", "layer2"] for ax in stats.axes)
+    for ax in stats.axes:
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["layer1", "layer2"]
     grads = plots.gradient_norms(d, runs, model="mlp")
     assert [ax.get_yscale() for ax in grads.axes[:4]] == ["log"] * 4  # layer1, layer2, output, ratio
-    sigmoid = runs[(runs["model"] == "mlp_original") & (runs["activation"] == "sigmoid")]["run_id"].iloc[0]
+    sigmoid = runs.loc[(runs["model"] == "mlp_original") & (runs["activation"] == "sigmoid"),
+                       "run_id"].iloc[0]
     hist = plots.preact_histograms(d, runs, sigmoid)
     assert [ax.get_title() for ax in hist.axes] == ["layer1", "output"]
     units = plots.saturation_dead_units(d, runs, model="mlp")
     assert drawn(units) == 2 * 3
     floor = plots.logit_floor_curves(res.epochs, runs)
     assert drawn(floor) == 2 * 2  # sigmoid and tanh, on the logits and with linear logits
-    levels = sorted(round(line.get_ydata()[0], 3) for line in floor.axes[0].lines if line.get_gid() != "data")
+    levels = sorted(round(line.get_ydata()[0], 3) for line in floor.axes[0].lines
+                    if line.get_gid() != "data")
     assert levels == [0.797, 1.461]
 
 

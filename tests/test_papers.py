@@ -34,10 +34,12 @@ def test_presets_use_each_papers_settings():
     assert {(s.model_spec.hidden_layers, s.model_spec.hidden_units) for s in gelu} == {(8, 128)}
     elu = config.load_preset("elu-paper").runs()
     assert {s.activation for s in elu} == {"elu", "relu", "leaky_relu_0.1"}
-    assert {(s.optimizer, s.lr, s.batch_size, s.model_spec.hidden_layers) for s in elu} == {("sgd", 0.01, 64, 8)}
+    settings = {(s.optimizer, s.lr, s.batch_size, s.model_spec.hidden_layers) for s in elu}
+    assert settings == {("sgd", 0.01, 64, 8)}
     glorot = config.load_preset("glorot-sigmoid").runs()
-    assert {(s.model_spec.hidden_layers, s.model_spec.init, s.batch_size, s.optimizer) for s in glorot} == {
-        (4, "uniform_fan_in", 10, "sgd")}
+    settings = {(s.model_spec.hidden_layers, s.model_spec.init, s.batch_size, s.optimizer)
+                for s in glorot}
+    assert settings == {(4, "uniform_fan_in", 10, "sgd")}
     assert {"sigmoid", "tanh"} <= {s.activation for s in glorot}
     snn = config.load_preset("snn-paper").runs()
     pairs = {(s.activation, s.model_spec.init, s.model_spec.batchnorm) for s in snn}
@@ -70,7 +72,8 @@ def gelu_results(final: dict) -> Results:
                 runs.append(dict(run_id=rid, study="gelu-paper", status="done", model="mlp8x128",
                                  activation=act, seed=seed, n_train=4000, lr=lr))
                 epochs += [dict(run_id=rid, activation=act, seed=seed, epoch=e, train_loss=v,
-                                test_loss=v, test_accuracy=0.9) for e, v in ((0, 2.3), (1, loss + extra))]
+                                test_loss=v, test_accuracy=0.9)
+                           for e, v in ((0, 2.3), (1, loss + extra))]
     return Results(pd.DataFrame(runs), pd.DataFrame(epochs), pd.DataFrame(columns=["run_id"]),
                    pd.DataFrame(columns=["run_id", "epoch", "step", "layer", "metric", "value"]))
 
@@ -94,9 +97,10 @@ def glorot_results(top_means) -> Results:
     for seed in (1, 2, 3):
         for act in ("sigmoid", "tanh"):
             rid = f"{act}{seed}"
-            runs.append(dict(run_id=rid, study="glorot-sigmoid", status="done", model="m", activation=act,
-                             seed=seed, n_train=4000))
-            epochs += [dict(run_id=rid, epoch=e, train_loss=2.3, test_accuracy=0.1 if act == "sigmoid" else 0.9)
+            runs.append(dict(run_id=rid, study="glorot-sigmoid", status="done", model="m",
+                             activation=act, seed=seed, n_train=4000))
+            accuracy = 0.1 if act == "sigmoid" else 0.9
+            epochs += [dict(run_id=rid, epoch=e, train_loss=2.3, test_accuracy=accuracy)
                        for e in range(len(top_means))]
             for e, top in enumerate(top_means):
                 for layer, value in (("layer1", 0.5), ("layer2", top)):
@@ -121,8 +125,9 @@ def test_snn_verdict_compares_noise_at_matched_loss_levels():
     for seed in (1, 2, 3):
         for act, bn, noise in (("selu", 0, 0.01), ("relu", 1, 0.1)):
             rid = f"{act}{seed}"
-            runs.append(dict(run_id=rid, study="snn-paper", status="done", model=f"{act}8", activation=act,
-                             seed=seed, n_train=4000, hidden_layers=8, batchnorm=bn, init="lecun_normal"))
+            runs.append(dict(run_id=rid, study="snn-paper", status="done", model=f"{act}8",
+                             activation=act, seed=seed, n_train=4000, hidden_layers=8,
+                             batchnorm=bn, init="lecun_normal"))
             loss = 0.5 * (1 + noise * rng.standard_normal(300))
             batches.append(pd.DataFrame(dict(run_id=rid, model=f"{act}8", activation=act, seed=seed,
                                              n_train=4000, epoch=np.repeat([1, 2, 3], 100),

@@ -2,13 +2,13 @@
 
 Recording (`Recorder`, used by `train.train_run` when `RunSpec.diagnostics` is on): at
 epoch 0 and after every epoch, a forward pass over a fixed probe batch (300 images of the
-training pool, the same for every run of a seed) gives, per hidden layer, the mean and
-standard deviation of the activations (as Glorot & Bengio 2010 plotted them), the
-pre-activations' histogram, the fraction of saturated entries, the fraction of dead units
-and the weight norm; during training, every `grad_every` steps, each layer's weight
-gradient norm and the first-to-last ratio. Nothing here touches the training numbers: the
-probe draws from its own generator, runs without gradients and restores BatchNorm's
-running statistics, and gradient norms only read `.grad`.
+training pool for MLPs, 100 for TinyVGG, the same for every run of a seed) gives, per
+hidden layer, the mean and standard deviation of the activations (as Glorot & Bengio 2010
+plotted them), the pre-activations' histogram, the fraction of saturated entries, the
+fraction of dead units and the weight norm; during training, every `grad_every` steps,
+each layer's weight gradient norm and the first-to-last ratio. Nothing here touches the
+training numbers: the probe draws from its own generator, runs without gradients and
+restores BatchNorm's running statistics, and gradient norms only read `.grad`.
 
 Analysis (pure functions on the `diagnostics` long table joined to `runs`), the mechanism
 findings the report states, and the verdicts of the paper presets follow.
@@ -73,11 +73,6 @@ def max_derivative(act: nn.Module) -> float:
     return float(derivative(act, grid).abs().max())
 
 
-def _std(t: torch.Tensor) -> torch.Tensor:
-    """Standard deviation over all entries, two-pass (torch.std is slow on CPU)."""
-    return (t - t.mean()).square().mean().sqrt()
-
-
 class Recorder:
     """Collects one run's diagnostics rows: construct it after the model, then call
     `after_backward(b)` after each backward pass and `end_epoch(epoch)` after each epoch."""
@@ -106,7 +101,8 @@ class Recorder:
         step = self.done_steps + b + 1
         if (step - 1) % self.every:
             return
-        self.buf[len(self.recorded)] = torch.stack([torch.linalg.vector_norm(w.grad) for w in self.weights])
+        norms = [torch.linalg.vector_norm(w.grad) for w in self.weights]
+        self.buf[len(self.recorded)] = torch.stack(norms)
         self.recorded.append(step)
 
     def end_epoch(self, epoch: int) -> None:
@@ -155,13 +151,15 @@ class Recorder:
             hist = torch.zeros(n_bins + 1, dtype=zs.dtype, device=zs.device).index_add_(
                 0, bins.long(), ones)[:n_bins]
             stats.append(torch.cat([
-                torch.stack([y.mean(), _std(y), unit_means.median(), z.mean(), _std(z),
+                torch.stack([y.mean(), y.std(correction=0), unit_means.median(), z.mean(),
+                             z.std(correction=0),
                              (d < SATURATION * self._max_derivative(a)).to(y.dtype).mean(),
                              (y.ne(0).sum(dim=others) == 0).to(y.dtype).mean(),
                              torch.linalg.vector_norm(w.weight)]),
                 hist.to(y.dtype) / zs.numel()]))
         for name, values in zip(names, [v.cpu().double().tolist() for v in stats]):
-            metrics = ["weight_norm"] if len(values) == 1 else LAYER_METRICS + ["weight_norm"] + HIST_METRICS
+            metrics = (["weight_norm"] if len(values) == 1
+                       else LAYER_METRICS + ["weight_norm"] + HIST_METRICS)
             self.rows.extend((epoch, step, name, m, v) for m, v in zip(metrics, values))
 
     def _max_derivative(self, act: nn.Module) -> float:
@@ -180,7 +178,9 @@ class Recorder:
         if n not in self._sample:  # a private generator: the global RNG is left alone
             g = torch.Generator().manual_seed(n)
             self._sample[n] = torch.randint(n, (SAMPLE,), generator=g).to(z.device)
-        return torch.take(z, self._sample[n])
+        if z.ndim == 4 and z.is_contiguous(memory_format=torch.channels_last):
+            z = z.permute(0, 2, 3, 1)  # memory order: a view, where take would copy
+        return z.reshape(-1)[self._sample[n]]
 
 
 # -- analysis: pure functions on the diagnostics long table ------------------------------
@@ -233,7 +233,8 @@ def probe_table(diagnostics: pd.DataFrame, runs: pd.DataFrame,
     return wide.sort_values(["run_id", "epoch", "_order"]).drop(columns="_order").reset_index(drop=True)
 
 
-def layer_curves(diagnostics: pd.DataFrame, runs: pd.DataFrame, metric: str = "act_mean") -> pd.DataFrame:
+def layer_curves(diagnostics: pd.DataFrame, runs: pd.DataFrame,
+                 metric: str = "act_mean") -> pd.DataFrame:
     """Across seeds, per (model, activation, n_train, layer, epoch): mean, sd and n of a probe metric.
 
     Needs `diagnostics` and `runs` as `probe_table`. Columns: model, activation, n_train,
@@ -268,7 +269,8 @@ def preact_histogram(diagnostics: pd.DataFrame, run_id: str) -> pd.DataFrame:
     Needs `diagnostics` (run_id, epoch, layer, metric, value). The first and last bins are
     the tails (left -inf, right +inf); fractions of one layer and epoch sum to 1.
     """
-    d = diagnostics[(diagnostics["run_id"] == run_id) & diagnostics["metric"].str.startswith("preact_hist_")]
+    d = diagnostics[(diagnostics["run_id"] == run_id)
+                    & diagnostics["metric"].str.startswith("preact_hist_")]
     index = d["metric"].str[len("preact_hist_"):].astype(int)
     bounds = np.concatenate([[-np.inf], HIST_EDGES, [np.inf]])
     out = pd.DataFrame({"epoch": d["epoch"].to_numpy(), "layer": d["layer"].to_numpy(),
@@ -321,7 +323,8 @@ def self_normalisation(diagnostics: pd.DataFrame, runs: pd.DataFrame, activation
            .agg(mean=("act_mean", "mean"), var=("var", "mean"), n=("seed", "nunique")).reset_index())
     out["near"] = (out["mean"].abs() <= mean_tol) & out["var"].between(*var_band)
     out["_order"] = out["layer"].map(layer_order)
-    return out.sort_values(["model", "n_train", "_order", "epoch"]).drop(columns="_order").reset_index(drop=True)
+    out = out.sort_values(["model", "n_train", "_order", "epoch"]).drop(columns="_order")
+    return out.reset_index(drop=True)
 
 
 def activation_table(names=None, lo: float = -5.0, hi: float = 5.0, points: int = 501) -> pd.DataFrame:
@@ -336,7 +339,8 @@ def activation_table(names=None, lo: float = -5.0, hi: float = 5.0, points: int 
         d = derivative(act, x)
         dmax = max_derivative(act)
         rows.append(pd.DataFrame({"activation": name, "x": x.numpy(), "value": y.numpy(),
-                                  "derivative": d.numpy(), "saturated": d.abs().numpy() < SATURATION * dmax}))
+                                  "derivative": d.numpy(),
+                                  "saturated": d.abs().numpy() < SATURATION * dmax}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -433,14 +437,14 @@ def _m1(runs: pd.DataFrame, falls: pd.DataFrame, diag: pd.DataFrame):
         return "inconclusive", "sigmoid is the only activation: nothing to compare its loss with"
     share = fall["sigmoid"] / others.median() if others.median() > 0 else np.nan
     flat = bool(share < FLAT_SHARE)
-    head = (f"train loss falls {_fmt(fall['sigmoid'])} nats for sigmoid vs a median {_fmt(others.median())} "
-            f"for {len(others)} others ({_fmt(share * 100)}% of it: {'flat' if flat else 'not flat'}, "
-            f"flat means below {FLAT_SHARE:.0%})")
+    head = (f"train loss falls {_fmt(fall['sigmoid'])} nats for sigmoid vs a median "
+            f"{_fmt(others.median())} for {len(others)} others ({_fmt(share * 100)}% of it: "
+            f"{'flat' if flat else 'not flat'}, flat means below {FLAT_SHARE:.0%})")
     d = diag[diag["run_id"].isin(runs["run_id"])]
     sig_ids = runs.loc[runs["activation"] == "sigmoid", "run_id"]
     if not d["run_id"].isin(sig_ids).any():
-        return "inconclusive", (head + "; no diagnostics for the sigmoid runs, so saturation and gradients "
-                                "were not measured: run the study with --diagnostics")
+        return "inconclusive", (head + "; no diagnostics for the sigmoid runs, so saturation and "
+                                "gradients were not measured: run the study with --diagnostics")
     p = probe_table(d, runs, metrics=("saturated",))
     p = p[p["epoch"] >= 1]
     hidden = p[is_hidden(p["layer"])]
@@ -450,29 +454,33 @@ def _m1(runs: pd.DataFrame, falls: pd.DataFrame, diag: pd.DataFrame):
     ratio = (with_runs(d[d["metric"] == "grad_ratio"], runs)
              .groupby(["activation", "seed"])["value"].median().groupby("activation").median())
     sig_sat = sat.get("sigmoid", np.nan)
-    sig_ratio, other_ratio = ratio.get("sigmoid", np.nan), ratio.drop("sigmoid", errors="ignore").median()
+    sig_ratio = ratio.get("sigmoid", np.nan)
+    other_ratio = ratio.drop("sigmoid", errors="ignore").median()
     rel = sig_ratio / other_ratio if other_ratio > 0 else np.nan
     saturating, vanishing = bool(sig_sat >= SATURATED_SHARE), bool(rel < VANISHING)
-    ev = (head + f"; saturated entries in sigmoid's worst hidden layer (derivative < {SATURATION:.0%} of "
-          f"its maximum, mean over epochs 1..end and seeds): {_fmt(sig_sat * 100)}% "
+    ev = (head + f"; saturated entries in sigmoid's worst hidden layer (derivative < "
+          f"{SATURATION:.0%} of its maximum, mean over epochs 1..end and seeds): {_fmt(sig_sat * 100)}% "
           f"(others: {_list(sat.drop('sigmoid', errors='ignore') * 100, '%')})")
     if "sigmoid" in out_sat.index and np.isfinite(out_sat["sigmoid"]):
         ev += f"; saturated sigmoid outputs on the logits: {_fmt(out_sat['sigmoid'] * 100)}%"
-    ev += (f"; first/last layer gradient-norm ratio (median over steps and seeds): sigmoid {_fmt(sig_ratio)} "
-           f"vs others' median {_fmt(other_ratio)} ({_fmt(rel)}x; vanishing means below {VANISHING:g}x)")
+    ev += (f"; first/last layer gradient-norm ratio (median over steps and seeds): sigmoid "
+           f"{_fmt(sig_ratio)} vs others' median {_fmt(other_ratio)} ({_fmt(rel)}x; vanishing means "
+           f"below {VANISHING:g}x)")
     logits = bool(runs["activate_logits"].fillna(0).astype(int).eq(1).any())
     if not flat:
-        return "not supported", ev + ". Sigmoid's loss is not flat here, so there is nothing for saturation to explain"
+        return "not supported", ev + (". Sigmoid's loss is not flat here, so there is nothing for "
+                                      "saturation to explain")
     if saturating or vanishing:
-        why = " and ".join(w for w, on in (("saturated units", saturating), ("vanishing gradients", vanishing)) if on)
+        why = " and ".join(w for w, on in (("saturated units", saturating),
+                                           ("vanishing gradients", vanishing)) if on)
         return "supported", ev + f". The flat loss comes with measured {why}"
     means = probe_table(d, runs[runs["activation"] == "sigmoid"], metrics=("act_mean",))
     means = means.loc[is_hidden(means["layer"]), "act_mean"].mean()
     return "not supported", ev + (
         ". Neither saturation nor vanishing gradients is measured"
         + ("; the sigmoid on the logits bounds the loss instead (m2)" if logits else "")
-        + f"; what is measured: sigmoid's hidden activations average {_fmt(means)} (not centred on 0) and "
-        "its derivative never exceeds 0.25, which slows SGD without any saturation")
+        + f"; what is measured: sigmoid's hidden activations average {_fmt(means)} (not centred "
+        "on 0) and its derivative never exceeds 0.25, which slows SGD without any saturation")
 
 
 def _bounded_groups(activations: pd.Series):
@@ -508,7 +516,8 @@ def _m2(model: str, lo: float, hi: float, members, runs: pd.DataFrame, falls: pd
                         "supported" if room < others else "not supported")
     ev = (f"logits in ({lo:g}, {hi:g}) cannot bring cross-entropy on 10 classes below "
           f"log(1 + 9 e^-{hi - lo:g}) = {floor:.3f} nats; "
-          + (f"the {len(unbounded)} unbounded activations of this model fell a median {_fmt(others)} nats; "
+          + (f"the {len(unbounded)} unbounded activations of this model fell a median "
+             f"{_fmt(others)} nats; "
              if np.isfinite(others) else "no unbounded activation in this model to compare with; ")
           + "; ".join(parts))
     verdict = verdicts[0] if len(set(verdicts)) == 1 else "inconclusive"
@@ -528,18 +537,20 @@ def _m3(runs: pd.DataFrame, diag: pd.DataFrame):
     share = sn["near"].mean()
     by_epoch = sn.groupby("epoch")["near"].mean()
     # furthest from (0, 1), each coordinate in units of its tolerance
-    distance = np.maximum(sn["mean"].abs() / MEAN_TOL, (sn["var"] - 1).abs() / ((VAR_BAND[1] - VAR_BAND[0]) / 2))
+    half_band = (VAR_BAND[1] - VAR_BAND[0]) / 2
+    distance = np.maximum(sn["mean"].abs() / MEAN_TOL, (sn["var"] - 1).abs() / half_band)
     worst = sn.loc[distance.idxmax()]
     ev = (f"{len(sn)} (layer, epoch) cells over {sn['layer'].nunique()} hidden layer(s), epochs "
           f"0..{int(sn['epoch'].max())}, {int(sn['n'].max())} seed(s), init {init}: {share:.0%} near "
-          f"(|mean| <= {MEAN_TOL:g}, variance in [{VAR_BAND[0]:g}, {VAR_BAND[1]:g}]; {by_epoch.iloc[0]:.0%} "
-          f"at epoch {int(by_epoch.index[0])}, {by_epoch.iloc[-1]:.0%} at epoch {int(by_epoch.index[-1])}); "
-          f"means {_fmt(sn['mean'].min())}..{_fmt(sn['mean'].max())}, variances {_fmt(sn['var'].min())}.."
-          f"{_fmt(sn['var'].max())}; furthest: {worst['layer']} at epoch {int(worst['epoch'])} "
-          f"(mean {_fmt(worst['mean'])}, variance {_fmt(worst['var'])})")
+          f"(|mean| <= {MEAN_TOL:g}, variance in [{VAR_BAND[0]:g}, {VAR_BAND[1]:g}]; "
+          f"{by_epoch.iloc[0]:.0%} at epoch {int(by_epoch.index[0])}, {by_epoch.iloc[-1]:.0%} at "
+          f"epoch {int(by_epoch.index[-1])}); means {_fmt(sn['mean'].min())}..{_fmt(sn['mean'].max())}, "
+          f"variances {_fmt(sn['var'].min())}..{_fmt(sn['var'].max())}; furthest: {worst['layer']} "
+          f"at epoch {int(worst['epoch'])} (mean {_fmt(worst['mean'])}, variance {_fmt(worst['var'])})")
     missing = [need for need, ok in (
         ("LeCun-normal weights (Var(w) = 1/n)", "lecun_normal" in init),
-        ("standardised inputs", "normalize" not in runs or runs["normalize"].eq("standard").all())) if not ok]
+        ("standardised inputs", "normalize" not in runs or runs["normalize"].eq("standard").all()))
+        if not ok]
     if missing:
         ev += f"; self-normalisation assumes {' and '.join(missing)}, which this model does not have"
     verdict = "supported" if share >= 0.9 else "not supported" if share < 0.5 else "inconclusive"
@@ -599,31 +610,31 @@ def _final(runs: pd.DataFrame, epochs: pd.DataFrame, column: str = "train_loss")
     return e.groupby("run_id")[column].last()
 
 
-def _lowest(scores: dict, target: str, what: str, higher_is_worse: bool = True):
-    """Is `target` lowest by median over seeds, and below the runner-up in most paired seeds?
-
-    `scores`: {activation: Series indexed by seed}. Returns (verdict, evidence).
-    """
+def _lowest(scores: dict, target: str, what: str, highest: bool = False):
+    """Is `target` lowest (or highest) by median over seeds, and beyond the runner-up in most
+    paired seeds? `scores`: {activation: Series indexed by seed}. Returns (verdict, evidence)."""
     scores = {a: s.dropna() for a, s in scores.items() if len(s.dropna())}
     if target not in scores or len(scores) < 2:
         return "inconclusive", f"{what}: needs {target} and at least one other activation"
-    medians = pd.Series({a: s.median() for a, s in scores.items()}).sort_values()
-    best_other = medians.drop(target).idxmin()
-    common = scores[target].index.intersection(scores[best_other].index)
-    wins = int((scores[target][common] < scores[best_other][common]).sum())
+    medians = pd.Series({a: s.median() for a, s in scores.items()}).sort_values(ascending=not highest)
+    runner_up = medians.drop(target).index[0]
+    common = scores[target].index.intersection(scores[runner_up].index)
+    mine, theirs = scores[target][common], scores[runner_up][common]
+    wins = int((mine > theirs).sum() if highest else (mine < theirs).sum())
     n = len(common)
     ev = (f"{what}, median over seeds: " + ", ".join(f"{a} {_fmt(v)}" for a, v in medians.items())
-          + f"; {target} below {best_other} in {wins}/{n} paired seeds")
+          + f"; {target} {'above' if highest else 'below'} {runner_up} in {wins}/{n} paired seeds")
     if n < MIN_SEEDS:
         return "inconclusive", ev + f" (fewer than {MIN_SEEDS} paired seeds)"
-    if medians.idxmin() == target:
+    if medians.index[0] == target:
         return ("reproduced" if wins >= WIN_SHARE * n else "inconclusive"), ev
     return ("not reproduced" if n - wins >= WIN_SHARE * n else "inconclusive"), ev
 
 
 def _by_seed(runs: pd.DataFrame, values: pd.Series, activation: str) -> pd.Series:
     r = runs[runs["activation"] == activation]
-    return pd.Series(values.reindex(r["run_id"]).to_numpy(), index=r["seed"].to_numpy()).groupby(level=0).mean()
+    by_seed = pd.Series(values.reindex(r["run_id"]).to_numpy(), index=r["seed"].to_numpy())
+    return by_seed.groupby(level=0).mean()
 
 
 def _gelu_paper(runs, results):
@@ -640,8 +651,8 @@ def _gelu_paper(runs, results):
     chosen = runs[[best[a][0] == lr for a, lr in zip(runs["activation"], runs["lr"])]]
     scores = {a: _by_seed(chosen, final, a) for a in sorted(best)}
     verdict, ev = _lowest(scores, "gelu", "final-epoch training loss")
-    ev = ("best learning rate per activation: " + ", ".join(f"{a} {lr:g}" for a, (lr, _) in sorted(best.items()))
-          + "; " + ev)
+    ev = ("best learning rate per activation: "
+          + ", ".join(f"{a} {lr:g}" for a, (lr, _) in sorted(best.items())) + "; " + ev)
     # The paper plots whole curves: how often is GELU's median lowest along the way?
     e = results.epochs[results.epochs["run_id"].isin(chosen["run_id"]) & (results.epochs["epoch"] >= 1)]
     e = e.merge(chosen[["run_id"]], on="run_id")
@@ -673,7 +684,8 @@ def _elu_paper(runs, results):
     p = probe_table(results.diagnostics, runs, metrics=("unit_mean_median",))
     p = p[(p["epoch"] >= 1) & is_hidden(p["layer"])]
     if p.empty:
-        out.append((claim, "all seeds", "inconclusive", "no diagnostics: run the preset with --diagnostics"))
+        out.append((claim, "all seeds", "inconclusive",
+                    "no diagnostics: run the preset with --diagnostics"))
         return out
     # The paper's figure: the median over units of each unit's average activation, per layer.
     dist = p.assign(a=p["unit_mean_median"].abs()).groupby("run_id")["a"].mean()
@@ -690,7 +702,8 @@ def _glorot_sigmoid(runs, results):
     p = p[is_hidden(p["layer"])]
     sig = p[p["activation"] == "sigmoid"]
     if sig.empty:
-        out.append((claim, "sigmoid", "inconclusive", "no diagnostics for sigmoid runs: run with --diagnostics"))
+        out.append((claim, "sigmoid", "inconclusive",
+                    "no diagnostics for sigmoid runs: run with --diagnostics"))
     else:
         top = hidden_layers(sig["layer"])[-1]
         last_epoch = int(sig["epoch"].max())
@@ -702,32 +715,33 @@ def _glorot_sigmoid(runs, results):
             low_early = t[(t.index >= 1) & (t.index <= early)].min()
             ok = low_early <= 0.5 * t.get(0, np.nan) and lower.get(early, np.nan) >= 2 * low_early
             hits += bool(ok)
-            parts.append((t.get(0, np.nan), low_early, t.iloc[-1], lower.get(early, np.nan), int(t.idxmin())))
+            parts.append((t.get(0, np.nan), low_early, t.iloc[-1], lower.get(early, np.nan),
+                          int(t.idxmin())))
         n = len(parts)
         m = np.nanmean(np.array(parts, float), axis=0)
         ev = (f"{top} (top) mean activation, mean over {n} seeds: {_fmt(m[0])} at epoch 0, {_fmt(m[1])} "
-              f"by epoch {early} (the first fifth of training), {_fmt(m[2])} at epoch {last_epoch}, lowest "
-              f"at epoch {_fmt(m[4])}; lower hidden layers' mean at epoch {early}: {_fmt(m[3])}; halved "
-              f"towards 0 by epoch {early} while the lower layers stay at least twice as high in "
-              f"{hits}/{n} seeds")
+              f"by epoch {early} (the first fifth of training), {_fmt(m[2])} at epoch {last_epoch}, "
+              f"lowest at epoch {m[4]:.0f}; lower hidden layers' mean at epoch {early}: "
+              f"{_fmt(m[3])}; halved towards 0 by epoch {early} while the lower layers stay at least "
+              f"twice as high in {hits}/{n} seeds")
         tanh = p[(p["activation"] == "tanh") & (p["layer"] == top)]
         if len(tanh):
-            ev += (f"; tanh's {top} for comparison: mean {_fmt(tanh['act_mean'].mean())}, standard deviation "
-                   f"{_fmt(tanh.loc[tanh['epoch'] == 0, 'act_std'].mean())} at epoch 0 and "
-                   f"{_fmt(tanh.loc[tanh['epoch'] == tanh['epoch'].max(), 'act_std'].mean())} at the end")
+            end = tanh["epoch"] == tanh["epoch"].max()
+            ev += (f"; tanh's {top} for comparison: mean {_fmt(tanh['act_mean'].mean())}, standard "
+                   f"deviation {_fmt(tanh.loc[tanh['epoch'] == 0, 'act_std'].mean())} at epoch 0 and "
+                   f"{_fmt(tanh.loc[end, 'act_std'].mean())} at the end")
         if m[2] > 0.5 * m[0]:
             ev += "; it has escaped again by the last epoch"
         elif n:
-            ev += "; it has not escaped by the last epoch (the paper saw a slow escape after ~100 epochs)"
+            ev += ("; it has not escaped by the last epoch (the paper saw a slow escape after about "
+                   "100 epochs)")
         verdict = ("inconclusive" if n < MIN_SEEDS else "reproduced" if hits >= WIN_SHARE * n
-                   else "not reproduced" if hits <= (1 - WIN_SHARE) * n else "inconclusive")
+                   else "not reproduced" if n - hits >= WIN_SHARE * n else "inconclusive")
         out.append((claim, "sigmoid", verdict, ev))
     claim = "Sigmoid has the worst test error"
     err = 1 - _final(runs, results.epochs, "test_accuracy")
-    v, ev = _lowest({a: -_by_seed(runs, err, a) for a in sorted(runs["activation"].unique())}, "sigmoid",
-                    "final test error (negated: lowest = worst)")
-    ev += "; final test error, median: " + ", ".join(
-        f"{a} {_by_seed(runs, err, a).median():.1%}" for a in sorted(runs["activation"].unique()))
+    v, ev = _lowest({a: _by_seed(runs, err, a) for a in sorted(runs["activation"].unique())},
+                    "sigmoid", "final test error", highest=True)
     out.append((claim, "all seeds", v, ev))
     return out
 
@@ -765,43 +779,41 @@ def roughness_by_level(batches: pd.DataFrame, *, window: int = 25, min_steps: in
 def _snn_paper(runs, results):
     out = []
     claim = "SELU's loss curve is smoother than ReLU with BatchNorm's"
-    meta = runs.set_index("run_id")
     selu = runs[(runs["activation"] == "selu") & (runs["batchnorm"].fillna(0).astype(int) == 0)]
     bn = runs[(runs["activation"] == "relu") & (runs["batchnorm"].fillna(0).astype(int) == 1)]
     b = results.batches[results.batches["run_id"].isin(pd.concat([selu, bn])["run_id"])]
     whole = loss_roughness(b).set_index("run_id")
     banded = roughness_by_level(b)
-    wins = total = 0
-    parts = []
-    for depth in sorted(set(selu["hidden_layers"]) & set(bn["hidden_layers"])):
+    method = ("step-to-step change of the batch loss relative to its running median, compared where "
+              "both curves are at the same loss level (log-spaced bands, 20+ steps each)")
+    depths = sorted(set(selu["hidden_layers"]) & set(bn["hidden_layers"]))
+    if not depths:
+        out.append((claim, "all depths", "inconclusive", "needs SELU runs without BatchNorm and ReLU "
+                    "runs with BatchNorm at the same depth"))
+    for depth in depths:
         s_ids = selu[selu["hidden_layers"] == depth].set_index("seed")["run_id"]
         b_ids = bn[bn["hidden_layers"] == depth].set_index("seed")["run_id"]
         seeds = s_ids.index.intersection(b_ids.index)
-        d_wins = d_total = 0
+        wins = total = 0
         for seed in seeds:
             s = banded[banded["run_id"] == s_ids[seed]].set_index("band_low")["rough"]
             r = banded[banded["run_id"] == b_ids[seed]].set_index("band_low")["rough"]
             common = s.index.intersection(r.index)
-            d_wins += int((s[common] < r[common]).sum())
-            d_total += len(common)
-        wins, total = wins + d_wins, total + d_total
+            wins += int((s[common] < r[common]).sum())
+            total += len(common)
         ws, wb = whole.reindex(s_ids[seeds]), whole.reindex(b_ids[seeds])
-        parts.append(f"{depth} layers ({len(seeds)} seeds): SELU smoother in {d_wins}/{d_total} matched "
-                     f"(seed, loss band) pairs; whole run after epoch 1: std of step-to-step change "
-                     f"SELU {_fmt(ws['rough'].median())} vs BatchNorm {_fmt(wb['rough'].median())} nats, of log "
-                     f"loss {_fmt(ws['rough_log'].median())} vs {_fmt(wb['rough_log'].median())}, at mean loss "
-                     f"{_fmt(ws['level'].median())} vs {_fmt(wb['level'].median())}")
-    if not parts:
-        out.append((claim, "all depths", "inconclusive", "needs SELU runs without BatchNorm and ReLU runs "
-                    "with BatchNorm at the same depth"))
-    else:
-        ev = ("step-to-step change of the batch loss relative to its running median, compared where "
-              "both curves are at the same loss level (log-spaced bands, 20+ steps each): " + "; ".join(parts))
+        ev = (f"{method}: SELU smoother in {wins}/{total} matched (seed, loss band) pairs over "
+              f"{len(seeds)} seeds; whole run after epoch 1, median over seeds: std of step-to-step "
+              f"change SELU {_fmt(ws['rough'].median())} vs BatchNorm {_fmt(wb['rough'].median())} "
+              f"nats, of log loss {_fmt(ws['rough_log'].median())} vs "
+              f"{_fmt(wb['rough_log'].median())}, at mean loss {_fmt(ws['level'].median())} vs "
+              f"{_fmt(wb['level'].median())} (a lower loss moves less in nats and more in log)")
         verdict = ("inconclusive" if total < MIN_SEEDS else "reproduced" if wins >= WIN_SHARE * total
-                   else "not reproduced" if wins <= (1 - WIN_SHARE) * total else "inconclusive")
+                   else "not reproduced" if total - wins >= WIN_SHARE * total else "inconclusive")
         if total < MIN_SEEDS:
-            ev += f"; fewer than {MIN_SEEDS} matched pairs: the curves never share a loss level long enough"
-        out.append((claim, "all depths", verdict, ev))
+            ev += (f"; fewer than {MIN_SEEDS} matched pairs: the curves never share a loss level "
+                   "long enough")
+        out.append((claim, f"{depth} hidden layers", verdict, ev))
     claim = "SELU keeps each layer's activations near mean 0 and variance 1"
     for model, g in selu.groupby("model"):
         verdict, ev = _m3(g, results.diagnostics[results.diagnostics["run_id"].isin(g["run_id"])])

@@ -704,7 +704,8 @@ def saturation_dead_units(diag: pd.DataFrame, runs: pd.DataFrame, *, model: str,
     return fig
 
 
-def logit_floor_curves(epochs: pd.DataFrame, runs: pd.DataFrame, *, n_train: int | None = None) -> Figure:
+def logit_floor_curves(epochs: pd.DataFrame, runs: pd.DataFrame, *,
+                       n_train: int | None = None) -> Figure:
     """Train loss per epoch of the bounded activations with the activation on the logits (left)
     and with linear logits (right), mean over seeds, with the cross-entropy floors that
     logits in (0, 1) and (-1, 1) impose: the squashed logits flatten the curve by themselves.

@@ -192,7 +192,8 @@ def _diagnostics_figures(results, epochs) -> list:
             "(black, dashed) over [-5, 5]; grey where the derivative is below 1% of its maximum, "
             "which is what the saturation figures count.", plots.activation_gallery(present))]
     bounded = runs["activation"].isin(list(analysis.BOUNDED_RANGE))
-    if (bounded & (runs["activate_logits"].fillna(0).astype(int) == 1) & (runs["model_kind"] == "mlp")).any():
+    on_logits = runs["activate_logits"].fillna(0).astype(int) == 1
+    if (bounded & on_logits & (runs["model_kind"] == "mlp")).any():
         out.append((DYNAMICS, "logit-floor", "Bounded activations on the logits (left) cannot go below "
                     "the floor their logit range allows; with linear logits (right) they can.",
                     plots.logit_floor_curves(epochs, runs)))
@@ -200,15 +201,16 @@ def _diagnostics_figures(results, epochs) -> list:
     for model in sorted(runs.loc[runs["run_id"].isin(diag["run_id"].unique()), "model"].unique()):
         r = runs[(runs["model"] == model) & runs["run_id"].isin(diag["run_id"].unique())]
         n = int(r["n_train"].max())
-        out.append((DYNAMICS, f"{model}-layer-stats", f"{model}, {n} images: activation mean ± standard "
-                    f"deviation per hidden layer on the 300-image probe batch (100 for TinyVGG) after "
-                    f"each epoch, averaged over seeds, as Glorot & Bengio plotted them.",
+        out.append((DYNAMICS, f"{model}-layer-stats", f"{model}, {n} images: activation mean ± "
+                    f"standard deviation per hidden layer on the 300-image probe batch (100 for "
+                    f"TinyVGG) after each epoch, averaged over seeds, as Glorot & Bengio plotted them.",
                     plots.layer_activation_stats(diag, r, model=model, n_train=n)))
         out.append((DYNAMICS, f"{model}-gradients", f"{model}, {n} images: weight-gradient norm per "
                     f"layer (log axis) and the first/last layer ratio, median over seeds.",
                     plots.gradient_norms(diag, r, model=model, n_train=n)))
         out.append((DYNAMICS, f"{model}-saturation", f"{model}, {n} images: saturated entries and dead "
-                    f"units per activation.", plots.saturation_dead_units(diag, r, model=model, n_train=n)))
+                    f"units per activation.",
+                    plots.saturation_dead_units(diag, r, model=model, n_train=n)))
         pick = r[r["n_train"] == n].sort_values("seed")
         pick = pick[pick["activation"] == "sigmoid"] if pick["activation"].eq("sigmoid").any() else pick
         run = pick.iloc[0]
