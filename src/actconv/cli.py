@@ -17,6 +17,11 @@ class _Parser(argparse.ArgumentParser):
         raise ActconvError(f"{message} (see '{self.prog} --help')")
 
 
+def one_line(text) -> str:
+    """Text with its line breaks and other control characters escaped: one line, always."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _csv(kind):
     def parse(text):
         try:
@@ -96,7 +101,7 @@ def cmd_run(args) -> int:
     print(f"results: {outcome.out_dir}")
     if outcome.failed:
         first = outcome.failed[0]
-        print(f"actconv: {len(outcome.failed)} run(s) failed; first {first[0]}: {first[1]}; "
+        print(f"actconv: {len(outcome.failed)} run(s) failed; first {first[0]}: {one_line(first[1])}; "
               f"run the same command again to retry them", file=sys.stderr)
         return EXIT_RUNS_FAILED
     return 0
@@ -160,6 +165,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from .verify import verify_runs
+    checks = verify_runs(args.dir, run_ids=args.run_id, n=args.runs, seed=args.seed,
+                         data_dir=args.data_dir, download=args.download)
+    bad = total = 0
+    for check in checks:
+        print(check.line(), flush=True)
+        total, bad = total + 1, bad + (not check.ok)
+    print(f"{total - bad} of {total} runs reproduce bitwise" + (f"; {bad} differ" if bad else ""))
+    return EXIT_RUNS_FAILED if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="actconv", description="Activation-function convergence studies on few samples.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -167,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="count runs by status")
     s.add_argument("dir")
     s.set_defaults(func=cmd_status)
+    v = sub.add_parser("verify", help="re-execute stored runs and compare every loss bitwise")
+    v.add_argument("dir")
+    v.add_argument("--runs", type=int, default=5, help="how many finished runs to draw (0: all; default 5)")
+    v.add_argument("--run-id", action="append", help="a run to check (repeatable); replaces --runs")
+    v.add_argument("--seed", type=int, default=0, help="seed of the random sample")
+    v.add_argument("--data-dir", help="folder with the raw IDX files, as for run")
+    v.add_argument("--download", action="store_true", help="download the dataset if missing")
+    v.set_defaults(func=cmd_verify)
     sub.add_parser("presets", help="list shipped studies").set_defaults(func=cmd_presets)
     sub.add_parser("activations", help="list activations and families").set_defaults(func=cmd_activations)
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
@@ -186,7 +211,7 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except ActconvError as e:
-        print(f"actconv: error: {e}", file=sys.stderr)
+        print(f"actconv: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("actconv: interrupted; finished runs are stored, run the same command to go on",

@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
@@ -147,12 +148,25 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+MAX_THREADS = 256  # torch accepts absurd counts and then crashes
+
+
 def _check_type(where: str, key: str, value, kind):
+    # SQLite and torch take 64-bit integers; a huge one cannot even be printed (int max str digits).
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        raise ConfigError(f"{where}: {key} is out of range (more than 64 bits)")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"{where}: {key} must be {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be {kind.__name__}, got {_short(value)}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be a finite number, got {value}")
     return value
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_keys(where: str, table: dict, allowed: dict) -> dict:
@@ -175,6 +189,9 @@ def _model_spec(where: str, table: dict) -> ModelSpec:
 
 def _grid(where: str, table: dict, defaults: dict, models: dict) -> Grid:
     t = {**defaults, **_check_keys(where, table, GRID_KEYS)}
+    for key in ("models", "activations"):
+        if any(not isinstance(v, str) for v in t.get(key) or []):
+            raise ConfigError(f"{where}: {key} must be a list of names, got {_short(t[key])}")
     names = t.get("models") or list(models)
     for m in names:
         if m not in models:
@@ -228,16 +245,32 @@ def study_from_dict(d: dict, where: str = "study") -> StudySpec:
                          ("normalize", ["none", "standard"])):
         if key in d and d[key] not in choices:
             raise ConfigError(f"{where}: " + acts.unknown(key, d[key], choices))
-    if d.get("threads", 1) <= 0:
-        raise ConfigError(f"{where}: threads must be positive, got {d['threads']}")
+    if not 0 < d.get("threads", 1) <= MAX_THREADS:
+        raise ConfigError(f"{where}: threads must be 1 to {MAX_THREADS}, got {d['threads']}")
     used = {m for g in grids for m in g.models}
     return StudySpec(
-        name=d.get("name", where), grids=tuple(grids),
+        name=_study_name(where, d), grids=tuple(grids),
         models=tuple((k, v) for k, v in models.items() if k in used),
         description=d.get("description", ""), dataset=d.get("dataset", "mnist-5k"),
         normalize=d.get("normalize", "none"), device=d.get("device", "auto"),
         dtype=d.get("dtype", "float32"), threads=d.get("threads", 1),
         meta=tuple((k, d[k]) for k in ("paper", "claim", "expected") if k in d))
+
+
+def _study_name(where: str, d: dict) -> str:
+    """The study's name, which reports may use in file names: one visible path component."""
+    if "name" not in d:  # a file's stem, else a fixed name
+        stem = Path(where).stem
+        return stem if _safe_name(stem) else "study"
+    if not _safe_name(d["name"]):
+        raise ConfigError(f"{where}: name must be 1-200 printable characters without '/' or '\\', "
+                          f"not starting with '.' or a space, got {_short(d['name'])}")
+    return d["name"]
+
+
+def _safe_name(name: str) -> bool:
+    return (0 < len(name) <= 200 and name.isprintable() and name.strip() == name
+            and not name.startswith(".") and "/" not in name and "\\" not in name)
 
 
 def load_study(path) -> StudySpec:
@@ -251,7 +284,7 @@ def load_study(path) -> StudySpec:
         raise ConfigError(f"study file {path} is not UTF-8 text") from None
     try:
         d = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer too long to convert
         raise ConfigError(f"study file {path} is not valid TOML: {e}") from None
     return study_from_dict(d, where=str(path))
 
@@ -289,6 +322,11 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
         specs = {m: replace(s, **{k: v for k, v in changes.items()
                                   if k == "hidden_units" or s.kind == "mlp"}) for m, s in specs.items()}
     train = {k: v for k, v in train.items() if v is not None}
+    for key, value in (("seeds", seeds), ("n_train", n_train), ("hidden_units", hidden_units),
+                       ("threads", threads), *train.items()):  # flags arrive typed but unbounded
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None:
+                _check_type("flags", key, v, type(v))
     _check_train("flags", train)
     if activations is not None:
         activations = tuple(acts.expand(activations))
@@ -309,8 +347,8 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
         raise ConfigError(acts.unknown("dataset", dataset, DATASETS))
     if device is not None and device not in DEVICES:
         raise ConfigError(acts.unknown("device", device, DEVICES))
-    if threads is not None and threads <= 0:
-        raise ConfigError(f"threads must be positive, got {threads}")
+    if threads is not None and not 0 < threads <= MAX_THREADS:
+        raise ConfigError(f"threads must be 1 to {MAX_THREADS}, got {threads}")
     return replace(study, grids=tuple(dict.fromkeys(grids)), models=tuple(specs.items()),
                    dataset=dataset or study.dataset, device=device or study.device,
                    threads=threads or study.threads)

@@ -1,5 +1,6 @@
 """The results store: one SQLite file per output directory, one transaction per run."""
 import os
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from .errors import StoreError
 SCHEMA_VERSION = 1
 STORE_NAME = "actconv.sqlite"
 FINISHED = ("done", "diverged")
+# A claim on a run lives this long unless its driver renews it; a driver on another host
+# that dies leaves its runs to others after this. (One on this host is seen dead at once.)
+LEASE_S = 60.0
 KEY_COLUMNS = ["run_id", "model", "activation", "seed", "n_train"]
 
 SCHEMA = """
@@ -142,6 +146,9 @@ class Store:
                              e["test_accuracy"]) for e in result.epochs]
         env = result.env or {}
         with self.transaction():
+            current = self.conn.execute("SELECT status FROM runs WHERE run_id=?", (rid,)).fetchone()
+            if result.status == "failed" and current and current[0] in FINISHED:
+                return  # another driver finished it meanwhile: its result stands
             for table in ("epochs", "batches", "diagnostics"):
                 self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
             self.conn.executemany("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?,?,?)", epoch_rows)
@@ -153,10 +160,52 @@ class Store:
                               (rid, s.model, s.model_spec.kind, s.activation, s.seed, s.n_train, s.to_json()))
             self.conn.execute(
                 "UPDATE runs SET status=?, diverged_step=?, error=?, wall_s=?, finished_at=?, "
-                "attempts=attempts+1, torch_version=?, device=?, threads=?, dtype=?, claimed_by=NULL, "
+                "attempts=MAX(attempts, 1), torch_version=?, device=?, threads=?, dtype=?, claimed_by=NULL, "
                 "lease_until=NULL WHERE run_id=?",
                 (result.status, result.diverged_step, result.error, result.wall_s, time.time(),
                  env.get("torch_version"), env.get("device"), env.get("threads"), env.get("dtype"), rid))
+
+    # -- claims: drivers sharing one store never run a run twice at once ----------------
+    def claim(self, run_ids, owner: str, lease_s: float = LEASE_S) -> list[str]:
+        """Claim the unfinished runs among run_ids that no live driver holds; returns those claimed.
+
+        A claim sets status 'running', the owner and a lease, and counts an attempt.
+        """
+        now, ids = time.time(), list(run_ids)
+        with self.transaction():
+            rows = self.conn.execute(
+                f"SELECT run_id, status, claimed_by, lease_until FROM runs WHERE run_id IN "
+                f"({', '.join('?' * len(ids))})", ids).fetchall()
+            free = [rid for rid, status, by, until in rows if status not in FINISHED and (
+                status != "running" or by is None or by == owner or (until or 0) < now
+                or not owner_alive(by))]
+            self.conn.executemany(
+                "UPDATE runs SET status='running', claimed_by=?, lease_until=?, started_at=?, "
+                "attempts=attempts+1 WHERE run_id=?", [(owner, now + lease_s, now, r) for r in free])
+        free = set(free)
+        return [r for r in dict.fromkeys(ids) if r in free]
+
+    def held_by_others(self, run_ids, owner: str) -> list[str]:
+        """The runs among run_ids that another live driver is running now."""
+        now, ids = time.time(), list(run_ids)
+        rows = self.conn.execute(
+            f"SELECT run_id, claimed_by, lease_until FROM runs WHERE status='running' AND run_id IN "
+            f"({', '.join('?' * len(ids))})", ids).fetchall()
+        held = {rid for rid, by, until in rows
+                if by is not None and by != owner and (until or 0) >= now and owner_alive(by)}
+        return [r for r in dict.fromkeys(ids) if r in held]
+
+    def renew(self, owner: str, lease_s: float = LEASE_S) -> int:
+        """Extend every lease the owner holds; returns how many."""
+        with self.transaction():
+            return self.conn.execute("UPDATE runs SET lease_until=? WHERE claimed_by=? AND status='running'",
+                                     (time.time() + lease_s, owner)).rowcount
+
+    def release(self, owner: str) -> None:
+        """Give back the owner's unfinished claims (an interrupted driver), as pending."""
+        with self.transaction():
+            self.conn.execute("UPDATE runs SET status='pending', claimed_by=NULL, lease_until=NULL "
+                              "WHERE claimed_by=? AND status='running'", (owner,))
 
     def summary(self) -> dict[str, int]:
         """Run counts by status."""
@@ -188,6 +237,36 @@ def _run_row(study_name: str, s: RunSpec) -> dict:
                 batch_size=s.batch_size, optimizer=s.optimizer, lr=s.lr, momentum=s.momentum,
                 weight_decay=s.weight_decay, engine=s.engine, device=s.device, dtype=s.dtype,
                 threads=s.threads, config_json=s.to_json())
+
+
+def owner_id() -> str:
+    """This driver's name in claims: host, pid and the pid's start time (pids get reused)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def owner_alive(owner: str) -> bool:
+    """False only when the owner is surely dead: a driver on this host whose process is gone."""
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another host: only its lease can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _start_time(int(pid)) == started
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux); '' where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def load_results(out_dir) -> Results:
