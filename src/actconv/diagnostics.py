@@ -511,6 +511,9 @@ def _m2(model: str, lo: float, hi: float, members, runs: pd.DataFrame, falls: pd
         twin = _by_activation(twins[twins["activation"] == a], falls, "final").get(a, np.nan)
         if np.isfinite(twin):
             text += f"; with linear logits {a} ends at {_fmt(twin)}"
+        if final - floor > 0.5 * room:
+            text += (f"; still more than half its possible fall above the floor, so within these "
+                     f"epochs the floor is not all that holds {a} back (m1 measures the rest)")
         parts.append(text)
         verdicts.append("inconclusive" if not np.isfinite(others) or not np.isfinite(room) else
                         "supported" if room < others else "not supported")
