@@ -19,5 +19,9 @@ demo: $(BIN)/actconv
 test: $(BIN)/actconv
 	$(BIN)/python -m pytest -q
 
+# The reference loop is ../shared/bench/seed_style.py unless ACTCONV_REFERENCE names another.
+bench: $(BIN)/actconv
+	$(BIN)/python benchmarks/bench.py --jobs $(JOBS) $(BENCH_FLAGS)
+
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -119,9 +119,11 @@ class StudySpec:
         models, out, seen = dict(self.models), [], set()
         device = resolve_device(self.device)
         for g in self.grids:
-            train = {**dict(self.train), **dict(g.train)}
-            for m in g.models:
-                train["engine"] = resolve_engine(train.get("engine", "auto"), models[m].kind)
+            grid_train = {**dict(self.train), **dict(g.train)}
+            for m in g.models:  # resolved per model: 'auto' means another engine for another kind
+                train = {**grid_train, "engine": resolve_engine(grid_train.get("engine", "auto"),
+                                                                models[m].kind,
+                                                                grid_train.get("diagnostics", False))}
                 for a in g.activations:
                     for s in g.seeds:
                         for n in g.n_train:
@@ -135,9 +137,18 @@ class StudySpec:
         return out
 
 
-def resolve_engine(engine: str, model_kind: str) -> str:
-    """'auto' picks the engine the benchmark shows is faster for the model kind."""
-    return "loop" if engine == "auto" else engine
+# What 'auto' means per model kind, measured by `make bench` (its table (2): one thread, CPU
+# time, on the 2-core reference CPU): 8 seeds of MLP(64) trained as one ensemble took 0.41-0.45
+# of the loop's time; 2 seeds of TinyVGG(16) took 1.13-1.34 of it (its convolutions are
+# compute-bound, so stacking saves only Python overhead, and it costs copies).
+AUTO_ENGINE = {"mlp": "ensemble", "tinyvgg": "loop"}
+
+
+def resolve_engine(engine: str, model_kind: str, diagnostics: bool = False) -> str:
+    """'auto' picks the engine the benchmark shows is faster; diagnostics are the loop's alone."""
+    if diagnostics:
+        return "loop"
+    return AUTO_ENGINE.get(model_kind, "loop") if engine == "auto" else engine
 
 
 def resolve_device(device: str) -> str:

@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""`make bench`: the same grids trained by the original notebook's loop and by actconv, side by side.
+
+Prints, per grid, wall time, training samples per second and the ratio (the reference loop
+is `../shared/bench/seed_style.py`, or $ACTCONV_REFERENCE, or --reference); which engine
+is faster per model kind (what `--engine auto` picks); the model-FLOP utilisation of
+training the original TinyVGG(64); peak memory; and whether the two engines' final losses
+differ over many seeds. Every number is measured in this one command.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from actconv import activations as acts
+from actconv import run_study
+from actconv.cli import build_parser, study_from_args
+from actconv.config import ModelSpec, RunSpec
+from actconv.store import load_results
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_ENV = "ACTCONV_REFERENCE"
+DEFAULT_REFERENCE = ROOT.parent / "shared" / "bench" / "seed_style.py"
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One grid of runs, given to both programs with the same flags."""
+    name: str
+    model: str            # mlp (the original: activation on the logits) or tinyvgg
+    hidden: int
+    activations: str
+    seeds: str
+    n_train: str
+    epochs: int
+    target: float         # at least this many times faster than the reference
+
+    def runs(self) -> int:
+        return len(acts.expand(self.activations.split(","))) * len(self.seeds.split(","))
+
+    def samples(self) -> int:
+        """Training samples seen by the whole grid (each run: n_train x epochs)."""
+        per_seed = sum(int(n) for n in self.n_train.split(",")) * self.epochs
+        return self.runs() * per_seed
+
+    def common(self) -> list[str]:
+        return ["--models", self.model, "--activations", self.activations, "--seeds", self.seeds,
+                "--n-train", self.n_train, "--epochs", str(self.epochs)]
+
+    def actconv_flags(self) -> list[str]:
+        logits = ["--activate-logits"] if self.model == "mlp" else []
+        return self.common() + ["--hidden-units", str(self.hidden)] + logits
+
+    def reference_flags(self) -> list[str]:
+        return self.common() + (["--mlp-hidden"] if self.model == "mlp" else ["--vgg-hidden"]) + [str(self.hidden)]
+
+
+GRIDS = [
+    Grid("bench-mlp", "mlp", 64, "common_activations", "42,451,101,1,2,3,4,5", "600,1200,2400", 5, 10.0),
+    Grid("bench-vgg", "tinyvgg", 16, "common_activations", "42,451", "600,1200", 3, 2.5),
+]
+TINY_GRIDS = [  # seconds, for the test of this script
+    Grid("bench-mlp", "mlp", 16, "relu,tanh", "1,2", "64", 1, 10.0),
+    Grid("bench-vgg", "tinyvgg", 4, "relu", "1,2", "64", 1, 2.5),
+]
+
+
+# -- measuring a command: wall, CPU and memory of its whole process tree ------------------------
+class TreeMemory:
+    """Samples the memory of a process and its descendants from /proc until stopped.
+
+    RSS counts shared pages (torch's libraries) once per process; PSS shares them out, so the
+    sum of PSS over the tree is the memory the whole command holds. PSS is costly to read
+    (~10 ms a process), so it is sampled less often than RSS.
+    """
+
+    def __init__(self, pid: int, every: float = 0.2, pss_every: int = 5):
+        self.pid, self.every, self.pss_every = pid, every, pss_every
+        self.peak_rss = self.peak_pss = 0  # bytes: largest single process; whole tree
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as f:
+                        todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
+        return out
+
+    @staticmethod
+    def _field(path: str, key: str) -> int:
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _run(self):
+        tick = 0
+        while not self._stop.is_set():
+            tree = self._tree()
+            self.peak_rss = max([self.peak_rss] + [self._field(f"/proc/{p}/status", "VmRSS:") for p in tree])
+            if tick % self.pss_every == 0:
+                self.peak_pss = max(self.peak_pss, sum(self._field(f"/proc/{p}/smaps_rollup", "Pss:") for p in tree))
+            tick += 1
+            self._stop.wait(self.every)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Timed:
+    """What one command cost."""
+    wall_s: float
+    cpu_s: float          # user + system of the command and every process it waited for
+    peak_rss_mb: float    # the largest single process
+    peak_pss_mb: float    # the whole process tree
+    output: str
+
+
+def run_timed(cmd: list[str], cwd=None) -> Timed:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    mem = TreeMemory(proc.pid)
+    output = proc.communicate()[0]
+    wall = time.perf_counter() - start
+    mem.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: command failed ({proc.returncode}): {' '.join(cmd)}\n{output[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(wall, cpu, mem.peak_rss / MB, mem.peak_pss / MB, output)
+
+
+def actconv_cmd(flags: list[str], out: Path, jobs: int) -> list[str]:
+    return [sys.executable, "-m", "actconv.cli", "run", *flags, "--out", str(out), "--jobs", str(jobs), "--quiet"]
+
+
+# -- (1) the grids, side by side ------------------------------------------------------------------
+def side_by_side(grids, reference: Path, jobs: int, tmp: Path) -> list[dict]:
+    rows = []
+    for g in grids:
+        ref = run_timed([sys.executable, str(reference), *g.reference_flags(), "--quiet",
+                         "--json", str(tmp / f"{g.name}-reference.json")])
+        with open(tmp / f"{g.name}-reference.json") as f:
+            ref_runs = len(json.load(f)["runs"])
+        ours = run_timed(actconv_cmd(g.actconv_flags(), tmp / g.name, jobs))
+        runs = load_results(tmp / g.name).runs
+        if ref_runs != g.runs() or len(runs) != g.runs() or not runs.status.isin(["done", "diverged"]).all():
+            raise SystemExit(f"bench: {g.name}: expected {g.runs()} finished runs, reference ran {ref_runs}, "
+                             f"actconv stored {runs.status.value_counts().to_dict()}")
+        engines = ",".join(sorted(set(runs.engine)))
+        for who, t in (("reference", ref), (f"actconv ({engines}, jobs {jobs})", ours)):
+            rows.append(dict(grid=g.name, program=who, runs=g.runs(), samples=g.samples(), wall_s=t.wall_s,
+                             samples_per_s=g.samples() / t.wall_s, cpu_s=t.cpu_s, peak_rss_mb=t.peak_rss_mb,
+                             peak_pss_mb=t.peak_pss_mb))
+        rows[-1]["ratio"] = ref.wall_s / ours.wall_s
+        rows[-1]["target"] = g.target
+        rows[-2]["ratio"] = 1.0
+    return rows
+
+
+# -- (2) which engine is faster, per model kind: what --engine auto picks -----------------------
+def engine_choice(tiny: bool) -> list[dict]:
+    """CPU time of one unit trained by each engine, one thread, in this process (best of 2)."""
+    from actconv import data as datasets
+    from actconv.config import resolve_engine
+    from actconv.ensemble import train_ensemble
+    from actconv.train import train_run
+    torch.set_num_threads(1)
+    data = datasets.load("mnist-5k")
+    cases = [("mlp", ModelSpec("mlp", 16 if tiny else 64, activate_logits=True), 8, 64 if tiny else 1200,
+              1 if tiny else 5),
+             ("tinyvgg", ModelSpec("tinyvgg", 4 if tiny else 16), 2, 64 if tiny else 600, 1)]
+    rows = []
+    for kind, ms, k, n, epochs in cases:
+        specs = [RunSpec(model=kind, model_spec=ms, activation="relu", seed=s, n_train=n, epochs=epochs,
+                         engine="ensemble") for s in range(k)]
+        train_ensemble(specs[:2], data)  # warm-up: first calls allocate and pick kernels
+        loop, ens = [], []
+        for _ in range(2):
+            t = time.process_time()
+            for s in specs:
+                train_run(RunSpec(**{**asdict(s), "model_spec": ms, "engine": "loop"}), data)
+            loop.append(time.process_time() - t)
+            t = time.process_time()
+            train_ensemble(specs, data)
+            ens.append(time.process_time() - t)
+        rows.append(dict(model=f"{kind}({ms.hidden_units})", seeds=k, n_train=n, epochs=epochs,
+                         loop_cpu_s=min(loop), ensemble_cpu_s=min(ens), ensemble_over_loop=min(ens) / min(loop),
+                         faster="ensemble" if min(ens) < min(loop) else "loop",
+                         auto=resolve_engine("auto", kind)))
+    return rows
+
+
+# -- (3) model-FLOP utilisation of training TinyVGG --------------------------------------------
+def flop_utilisation(hidden_sizes, repeats: int) -> list[dict]:
+    """FLOPs of one loop training step (batch 32, channels_last as train.py) over a measured peak."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import torch.nn.functional as F
+    from actconv import data as datasets
+    from actconv.train import make_optimizer, prepare
+    torch.set_num_threads(1)
+    data = datasets.load("mnist-5k")
+    a = torch.randn(2048, 2048)
+    rows = []
+    for hidden in hidden_sizes:
+        spec = RunSpec(model="tinyvgg", model_spec=ModelSpec("tinyvgg", hidden), activation="relu", seed=0,
+                       n_train=32, epochs=1)
+        x, y, model = prepare(spec, data)
+        optimizer = make_optimizer(spec, model.parameters())
+
+        def step():
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+        step_wall, step_cpu = best_of(step, repeats)
+        peak_wall, peak_cpu = best_of(lambda: a @ a, 5)
+        matmul = 2 * 2048 ** 3
+        rows.append(dict(model=f"tinyvgg({hidden})", gflop_per_step=flops / 1e9, threads=torch.get_num_threads(),
+                         step_ms_wall=step_wall * 1e3, step_ms_cpu=step_cpu * 1e3,
+                         peak_gflops_wall=matmul / peak_wall / 1e9, peak_gflops_cpu=matmul / peak_cpu / 1e9,
+                         mfu_wall=flops / step_wall / (matmul / peak_wall),
+                         mfu_cpu=flops / step_cpu / (matmul / peak_cpu)))
+    return rows
+
+
+def best_of(f, n: int) -> tuple[float, float]:
+    """Shortest wall and shortest CPU time of n calls (after one warm-up call)."""
+    f()
+    walls, cpus = [], []
+    for _ in range(n):
+        w, c = time.perf_counter(), time.process_time()
+        f()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return min(walls), min(cpus)
+
+
+# -- (4) the engines agree over many seeds ---------------------------------------------------------
+def engines_agree(tiny: bool, n_seeds: int, jobs: int, tmp: Path) -> list[dict]:
+    """Final train and test losses of loop and ensemble runs of the same grid, paired by run."""
+    seeds = ",".join(str(s) for s in range(n_seeds))
+    cases = ([("mlp", ["--models", "mlp", "--hidden-units", "16", "--activate-logits", "--activations",
+                       "relu,tanh", "--n-train", "64", "--epochs", "1"]),
+              ("tinyvgg", ["--models", "tinyvgg", "--hidden-units", "4", "--activations", "relu",
+                           "--n-train", "64", "--epochs", "1"])] if tiny else
+             [("mlp", ["--models", "mlp", "--hidden-units", "64", "--activate-logits", "--activations",
+                       "common_activations", "--n-train", "600", "--epochs", "5"]),
+              ("tinyvgg", ["--models", "tinyvgg", "--hidden-units", "16", "--activations", "relu,selu,tanh",
+                           "--n-train", "600", "--epochs", "3"])])
+    rows = []
+    for kind, flags in cases:
+        final = {}
+        for engine in ("loop", "ensemble"):
+            out = tmp / f"agree-{kind}-{engine}"
+            args = build_parser().parse_args(["run", *flags, "--seeds", seeds, "--engine", engine, "--out", str(out)])
+            run_study(study_from_args(args), out, jobs=jobs, progress=False)
+            res = load_results(out)
+            last = res.epochs.sort_values("epoch").groupby("run_id").tail(1).set_index(["activation", "seed"])
+            status = res.runs.set_index(["activation", "seed"]).status
+            final[engine] = (last, status)
+        (lo, lo_status), (en, en_status) = final["loop"], final["ensemble"]
+        both = sorted(k for k in lo_status.index if lo_status[k] == "done" and en_status.get(k) == "done")
+        for metric in ("train_loss", "test_loss"):
+            a, b = lo.loc[both, metric].to_numpy(), en.loc[both, metric].to_numpy()
+            diff = b - a
+            paired = 1.0 if not diff.any() else float(stats.ttest_rel(b, a).pvalue)
+            welch = 1.0 if not diff.any() else float(stats.ttest_ind(b, a, equal_var=False).pvalue)
+            rows.append(dict(model=kind, metric=f"final {metric}", pairs=len(both),
+                             diverged_loop=int((lo_status == "diverged").sum()),
+                             diverged_ensemble=int((en_status == "diverged").sum()),
+                             mean_loop=float(a.mean()), mean_ensemble=float(b.mean()),
+                             max_abs_diff=float(np.abs(diff).max()), paired_t_p=paired, welch_p=welch))
+    return rows
+
+
+# -- printing ---------------------------------------------------------------------------------------
+def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    """Columns: (key, header, format)."""
+    cells = [[h for _, h, _ in cols]] + [[format(r[k], f) if k in r else "" for k, _, f in cols] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths)))
+                     for line in cells)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reference", default=os.environ.get(REFERENCE_ENV, str(DEFAULT_REFERENCE)),
+                   help=f"the reference loop (default: ${REFERENCE_ENV} or {DEFAULT_REFERENCE})")
+    p.add_argument("--grids", default=",".join(g.name for g in GRIDS), help="which grids to run")
+    p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="actconv worker processes")
+    p.add_argument("--agree-seeds", type=int, default=10, help="seeds in the engines-agree comparison")
+    p.add_argument("--seed-epochs", type=int, default=1,
+                   help="epochs of the shortened `seed` preset whose memory is measured (0: skip)")
+    p.add_argument("--tiny", action="store_true", help="tiny grids: seconds, to test this script")
+    p.add_argument("--json", help="also write every number here")
+    args = p.parse_args(argv)
+    reference = Path(args.reference)
+    if not reference.exists():
+        raise SystemExit(f"bench: reference loop not found at {reference}; pass --reference or set {REFERENCE_ENV}")
+    names = args.grids.split(",") if args.grids else []
+    grids = [g for g in (TINY_GRIDS if args.tiny else GRIDS) if g.name in names]
+    report = dict(machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                               torch=torch.__version__, jobs=args.jobs, reference=str(reference),
+                               reference_threads=f"torch default ({torch.get_num_threads()})"))
+    print(f"actconv bench: {os.cpu_count()} cores, torch {torch.__version__}, actconv --jobs {args.jobs} "
+          f"(1 thread each), reference {reference} (torch's default {torch.get_num_threads()} threads)")
+    with tempfile.TemporaryDirectory(prefix="actconv-bench-") as tmp:
+        tmp = Path(tmp)
+        if grids:
+            rows = side_by_side(grids, reference, args.jobs, tmp)
+            report["grids"] = rows
+            print("\n(1) the same grid, reference loop against actconv (wall time of the whole command)")
+            print(table(rows, [("grid", "grid", "s"), ("program", "program", "s"), ("runs", "runs", "d"),
+                               ("samples", "train samples", ",d"), ("wall_s", "wall s", ".1f"),
+                               ("samples_per_s", "samples/s", ",.0f"), ("ratio", "ratio", ".2f"),
+                               ("cpu_s", "cpu s", ".1f"), ("peak_pss_mb", "peak PSS MB", ".0f"),
+                               ("peak_rss_mb", "peak RSS MB", ".0f")]))
+            for r in rows:
+                if "target" in r:
+                    print(f"  {r['grid']}: {r['ratio']:.2f}x faster, target >= {r['target']}x: "
+                          f"{verdict(r['ratio'] >= r['target'])}")
+
+        rows = engine_choice(args.tiny)
+        report["engines"] = rows
+        print("\n(2) engine per model kind: one unit, one thread, CPU time in this process (best of 2)")
+        print(table(rows, [("model", "model", "s"), ("seeds", "seeds", "d"), ("n_train", "n_train", "d"),
+                           ("epochs", "epochs", "d"), ("loop_cpu_s", "loop s", ".2f"),
+                           ("ensemble_cpu_s", "ensemble s", ".2f"), ("ensemble_over_loop", "ensemble/loop", ".2f"),
+                           ("faster", "faster", "s"), ("auto", "--engine auto", "s")]))
+
+        rows = flop_utilisation([64] if args.tiny else [10, 16, 64], 2 if args.tiny else 10)
+        report["mfu"] = rows
+        print("\n(3) model-FLOP utilisation, one training step of batch 32 (FlopCounterMode FLOPs; peak = best "
+              "of 5 2048x2048 float32 matmuls, same process and threads; best of the step's repeats)")
+        print(table(rows, [("model", "model", "s"), ("gflop_per_step", "GFLOP/step", ".3f"),
+                           ("threads", "threads", "d"), ("step_ms_wall", "step ms", ".1f"),
+                           ("peak_gflops_wall", "peak GFLOP/s", ".1f"), ("mfu_wall", "MFU", ".0%"),
+                           ("step_ms_cpu", "step ms (CPU)", ".1f"), ("peak_gflops_cpu", "peak (CPU)", ".1f"),
+                           ("mfu_cpu", "MFU (CPU)", ".0%")]))
+        big = next(r for r in rows if r["model"] == "tinyvgg(64)")
+        print(f"  tinyvgg(64): MFU {big['mfu_wall']:.0%} by wall time, {big['mfu_cpu']:.0%} by CPU time (the same "
+              f"ratio, with the time other processes held this core left out); target >= 75%: "
+              f"{verdict(big['mfu_wall'] >= 0.75)} (wall), {verdict(big['mfu_cpu'] >= 0.75)} (CPU)")
+
+        if args.seed_epochs:
+            flags = ["--preset", "smoke"] if args.tiny else ["--preset", "seed", "--epochs", str(args.seed_epochs)]
+            t = run_timed(actconv_cmd(flags, tmp / "seed-preset", args.jobs))
+            n = len(load_results(tmp / "seed-preset").runs)
+            report["seed_preset"] = dict(flags=flags, runs=n, **{k: v for k, v in asdict(t).items() if k != "output"})
+            print(f"\n(4) memory: `actconv run {' '.join(flags)} --jobs {args.jobs}` ({n} runs) in {t.wall_s:.0f} s: "
+                  f"peak PSS of all its processes {t.peak_pss_mb:.0f} MB, peak RSS of the largest "
+                  f"{t.peak_rss_mb:.0f} MB; target < 1536 MB: {verdict(t.peak_pss_mb < 1536)}")
+            print("  (the whole preset, 10 epochs, takes minutes more; its memory does not grow with epochs: "
+                  "a run keeps its data, one model and per-epoch buffers; the grids in (1) show the same "
+                  "peak at other lengths)")
+
+        rows = engines_agree(args.tiny, 3 if args.tiny else args.agree_seeds, args.jobs, tmp)
+        report["agree"] = rows
+        print(f"\n(5) loop against ensemble: final losses of the same runs over {3 if args.tiny else args.agree_seeds} "
+              f"seeds (paired by activation and seed; runs that diverged under either engine left out)")
+        print(table(rows, [("model", "model", "s"), ("metric", "metric", "s"), ("pairs", "pairs", "d"),
+                           ("diverged_loop", "diverged loop", "d"), ("diverged_ensemble", "diverged ens", "d"),
+                           ("mean_loop", "mean loop", ".5f"), ("mean_ensemble", "mean ens", ".5f"),
+                           ("max_abs_diff", "max |diff|", ".1e"), ("paired_t_p", "paired t p", ".3f"),
+                           ("welch_p", "Welch p", ".3f")]))
+        worst = min(min(r["paired_t_p"], r["welch_p"]) for r in rows)
+        print(f"  smallest p-value {worst:.3f}: {'no' if worst > 0.05 else 'a'} difference at the 5% level")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
