@@ -156,3 +156,5 @@ def test_unknown_layers_and_mixed_units_are_refused():
         Stack([nn.Sequential(nn.Linear(2, 2), nn.Dropout())] * 2)
     with pytest.raises(ConfigError, match="differ only in their seed"):
         train_ensemble(unit(seeds=(1,)) + unit(seeds=(2,), activation="tanh"), None)
+    with pytest.raises(ConfigError, match="loop engine only"):
+        train_ensemble(unit(diagnostics=True), None)

@@ -7,14 +7,14 @@ decay, and Adam, are elementwise, so one optimizer over stacked tensors is K ind
 ones). The summed loss has each member's own gradient as its slice, and a member that
 goes non-finite poisons only its own slice; it is dropped at the end of that epoch.
 
-Layers run batched by hand (batched matmuls, grouped convolutions) rather than through
-`torch.func.vmap(functional_call)`: measured on the 2-core reference CPU, one thread, CPU
-time per step of 8 MLP(64) members, batch 32: vmap 3.9-4.2 ms, `bmm` with weights stored
-[K, in, out] 1.6 ms, 8 single-model loop steps 4.7 ms. For TinyVGG(16) a grouped
-convolution was slower than the single-model channels_last loop (12.8 against 9.5 ms per
-member-step), so `config.resolve_engine` sends TinyVGG to the loop; it runs here too.
-Rounding differs from the loop (batched kernels), which is why the engine is part of a
-run's id.
+Layers run batched by hand rather than through `torch.func.vmap(functional_call)`.
+Measured on the 2-core reference CPU, one thread, CPU time of one step of 8 MLP(64)
+members, batch 32: vmap 3.9-4.2 ms, `bmm` with weights stored [K, in, out] 1.6 ms, 8
+single-model loop steps 4.7 ms. Convolutions run per member (channels_last, as the loop):
+one grouped convolution over all members (what vmap does) took 12.8-13.4 ms per member-step
+of TinyVGG(16) against 9.0-10.6 for the loop's; per member they round exactly as the
+loop's. Rounding elsewhere differs from the loop (batched kernels), which is why the engine
+is part of a run's id. A member's numbers do not depend on the other members.
 """
 import math
 import time
@@ -133,6 +133,8 @@ def _check_unit(unit: list[RunSpec]) -> None:
         raise ConfigError("an ensemble's runs may differ only in their seed")
     if len({s.seed for s in unit}) != len(unit):
         raise ConfigError("an ensemble's seeds must be distinct")
+    if first.diagnostics:
+        raise ConfigError("diagnostics are recorded by the loop engine only; use --engine loop")
 
 
 @torch.inference_mode()
