@@ -67,3 +67,17 @@ def test_tinyvgg_and_adam(mnist5k):
     r = train_run(spec(model="tinyvgg", model_spec=ModelSpec("tinyvgg", hidden_units=4),
                        optimizer="adam", lr=1e-3, epochs=1, n_train=64), mnist5k)
     assert r.status == "done" and len(r.batches["loss"]) == 2
+
+
+def test_test_accuracy_equals_torchmetrics(mnist5k):
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    from actconv.models import build_model
+    from actconv.train import evaluate
+    torch.manual_seed(0)
+    model = build_model("mlp", "relu", hidden_units=16)
+    _, acc = evaluate(model, mnist5k.test_x, mnist5k.test_y, 64)
+    with torch.no_grad():
+        logits = model(mnist5k.test_x)
+    want = multiclass_accuracy(logits, mnist5k.test_y, num_classes=10, average="micro").item()
+    assert acc == pytest.approx(want, abs=1e-7) and 0 < acc < 1
