@@ -48,13 +48,15 @@ class Grid:
     epochs: int
     target: float         # at least this many times faster than the reference
 
-    def runs(self) -> int:
+    def _cells(self) -> int:
         return len(acts.expand(self.activations.split(","))) * len(self.seeds.split(","))
+
+    def runs(self) -> int:
+        return self._cells() * len(self.n_train.split(","))
 
     def samples(self) -> int:
         """Training samples seen by the whole grid (each run: n_train x epochs)."""
-        per_seed = sum(int(n) for n in self.n_train.split(",")) * self.epochs
-        return self.runs() * per_seed
+        return self._cells() * sum(int(n) for n in self.n_train.split(",")) * self.epochs
 
     def common(self) -> list[str]:
         return ["--models", self.model, "--activations", self.activations, "--seeds", self.seeds,
@@ -82,14 +84,17 @@ TINY_GRIDS = [  # seconds, for the test of this script
 class TreeMemory:
     """Samples the memory of a process and its descendants from /proc until stopped.
 
-    RSS counts shared pages (torch's libraries) once per process; PSS shares them out, so the
-    sum of PSS over the tree is the memory the whole command holds. PSS is costly to read
-    (~10 ms a process), so it is sampled less often than RSS.
+    RSS counts shared pages (torch's libraries) once per process, so a sum of RSS overstates
+    what a process tree holds. Its memory here is the private pages of every process plus
+    the shared ones once (the largest shared set: all processes map the same libraries);
+    unlike PSS, that does not shrink when other programs on the machine map the same files.
+    smaps_rollup costs ~10 ms a process, so it is read less often than RSS.
     """
 
-    def __init__(self, pid: int, every: float = 0.2, pss_every: int = 5):
-        self.pid, self.every, self.pss_every = pid, every, pss_every
-        self.peak_rss = self.peak_pss = 0  # bytes: largest single process; whole tree
+    def __init__(self, pid: int, every: float = 0.25, rollup_every: int = 2):
+        self.pid, self.every, self.rollup_every = pid, every, rollup_every
+        self.peak_rss = self.peak_tree = self.peak_pss = 0  # bytes: largest process; the tree two ways
+        self.processes = 0  # in the tree when its memory peaked
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -108,23 +113,30 @@ class TreeMemory:
         return out
 
     @staticmethod
-    def _field(path: str, key: str) -> int:
+    def _fields(path: str) -> dict[str, int]:
+        out = {}
         try:
             with open(path) as f:
                 for line in f:
-                    if line.startswith(key):
-                        return int(line.split()[1]) * 1024
+                    key, _, rest = line.partition(":")
+                    if rest.strip().endswith("kB"):
+                        out[key] = int(rest.split()[0]) * 1024
         except OSError:
             pass
-        return 0
+        return out
 
     def _run(self):
         tick = 0
         while not self._stop.is_set():
             tree = self._tree()
-            self.peak_rss = max([self.peak_rss] + [self._field(f"/proc/{p}/status", "VmRSS:") for p in tree])
-            if tick % self.pss_every == 0:
-                self.peak_pss = max(self.peak_pss, sum(self._field(f"/proc/{p}/smaps_rollup", "Pss:") for p in tree))
+            self.peak_rss = max([self.peak_rss] + [self._fields(f"/proc/{p}/status").get("VmRSS", 0) for p in tree])
+            if tick % self.rollup_every == 0:
+                rollups = [self._fields(f"/proc/{p}/smaps_rollup") for p in tree]
+                private = sum(r.get("Private_Clean", 0) + r.get("Private_Dirty", 0) for r in rollups)
+                shared = max([r.get("Shared_Clean", 0) + r.get("Shared_Dirty", 0) for r in rollups] + [0])
+                if private + shared > self.peak_tree:
+                    self.peak_tree, self.processes = private + shared, len(tree)
+                self.peak_pss = max(self.peak_pss, sum(r.get("Pss", 0) for r in rollups))
             tick += 1
             self._stop.wait(self.every)
 
@@ -139,7 +151,9 @@ class Timed:
     wall_s: float
     cpu_s: float          # user + system of the command and every process it waited for
     peak_rss_mb: float    # the largest single process
-    peak_pss_mb: float    # the whole process tree
+    peak_mb: float        # the whole process tree: private pages of each, shared pages once
+    peak_pss_mb: float    # the whole process tree's PSS (shares pages with other programs too)
+    processes: int        # in the tree at its peak
     output: str
 
 
@@ -155,7 +169,17 @@ def run_timed(cmd: list[str], cwd=None) -> Timed:
     if proc.returncode != 0:
         raise SystemExit(f"bench: command failed ({proc.returncode}): {' '.join(cmd)}\n{output[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Timed(wall, cpu, mem.peak_rss / MB, mem.peak_pss / MB, output)
+    return Timed(wall, cpu, mem.peak_rss / MB, mem.peak_tree / MB, mem.peak_pss / MB, mem.processes, output)
+
+
+def import_floor(modules: str) -> tuple[float, float]:
+    """RSS and private memory (MB) of a fresh interpreter that has only imported `modules`."""
+    code = (f"import {modules}\nr = {{}}\nfor line in open('/proc/self/smaps_rollup'):\n"
+            f"    k, _, v = line.partition(':')\n    r[k] = int(v.split()[0]) if v.strip().endswith('kB') else 0\n"
+            f"print(r['Rss'], r['Private_Clean'] + r['Private_Dirty'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    rss, private = (int(v) * 1024 / MB for v in out.split())
+    return rss, private
 
 
 def actconv_cmd(flags: list[str], out: Path, jobs: int) -> list[str]:
@@ -179,7 +203,7 @@ def side_by_side(grids, reference: Path, jobs: int, tmp: Path) -> list[dict]:
         for who, t in (("reference", ref), (f"actconv ({engines}, jobs {jobs})", ours)):
             rows.append(dict(grid=g.name, program=who, runs=g.runs(), samples=g.samples(), wall_s=t.wall_s,
                              samples_per_s=g.samples() / t.wall_s, cpu_s=t.cpu_s, peak_rss_mb=t.peak_rss_mb,
-                             peak_pss_mb=t.peak_pss_mb))
+                             peak_mb=t.peak_mb))
         rows[-1]["ratio"] = ref.wall_s / ours.wall_s
         rows[-1]["target"] = g.target
         rows[-2]["ratio"] = 1.0
@@ -220,21 +244,28 @@ def engine_choice(tiny: bool) -> list[dict]:
 
 
 # -- (3) model-FLOP utilisation of training TinyVGG --------------------------------------------
-def flop_utilisation(hidden_sizes, repeats: int) -> list[dict]:
-    """FLOPs of one loop training step (batch 32, channels_last as train.py) over a measured peak."""
+# Operators that carry a TinyVGG step's FLOPs; everything else (activations, pooling, the
+# optimizer, autograd bookkeeping) moves bytes without counted FLOPs.
+FLOP_OPS = {"aten::mkldnn_convolution", "aten::convolution_backward", "aten::addmm", "aten::mm", "aten::bmm"}
+
+
+def flop_utilisation(cases, repeats: int) -> list[dict]:
+    """FLOPs of one loop training step (batch 32, channels_last as train.py) over a measured peak.
+
+    cases: (hidden units, threads) pairs.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     import torch.nn.functional as F
     from actconv import data as datasets
     from actconv.train import make_optimizer, prepare
-    torch.set_num_threads(1)
     data = datasets.load("mnist-5k")
     a = torch.randn(2048, 2048)
     rows = []
-    for hidden in hidden_sizes:
+    for hidden, threads in cases:
         spec = RunSpec(model="tinyvgg", model_spec=ModelSpec("tinyvgg", hidden), activation="relu", seed=0,
-                       n_train=32, epochs=1)
-        x, y, model = prepare(spec, data)
+                       n_train=32, epochs=1, threads=threads)
+        x, y, model = prepare(spec, data)  # sets the thread count too
         optimizer = make_optimizer(spec, model.parameters())
 
         def step():
@@ -249,12 +280,33 @@ def flop_utilisation(hidden_sizes, repeats: int) -> list[dict]:
         step_wall, step_cpu = best_of(step, repeats)
         peak_wall, peak_cpu = best_of(lambda: a @ a, 5)
         matmul = 2 * 2048 ** 3
+        share, op_time = flop_op_share(step)
         rows.append(dict(model=f"tinyvgg({hidden})", gflop_per_step=flops / 1e9, threads=torch.get_num_threads(),
                          step_ms_wall=step_wall * 1e3, step_ms_cpu=step_cpu * 1e3,
                          peak_gflops_wall=matmul / peak_wall / 1e9, peak_gflops_cpu=matmul / peak_cpu / 1e9,
                          mfu_wall=flops / step_wall / (matmul / peak_wall),
-                         mfu_cpu=flops / step_cpu / (matmul / peak_cpu)))
+                         mfu_cpu=flops / step_cpu / (matmul / peak_cpu),
+                         flop_op_share=share, flop_op_gflops=flops / op_time / 1e9))
+    torch.set_num_threads(1)
     return rows
+
+
+def flop_op_share(step, n: int = 3) -> tuple[float, float]:
+    """Share of a step's operator time spent in FLOP-carrying operators, and that time per step (s)."""
+    from torch.profiler import ProfilerActivity, profile
+    saved = os.dup(2)
+    try:  # the profiler's start-up chatter about GPUs goes to the C++ stderr
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(n):
+                step()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    heavy = sum(e.self_cpu_time_total for e in events if e.key in FLOP_OPS)
+    return heavy / total, heavy / n / 1e6
 
 
 def best_of(f, n: int) -> tuple[float, float]:
@@ -351,8 +403,10 @@ def main(argv=None) -> int:
             print(table(rows, [("grid", "grid", "s"), ("program", "program", "s"), ("runs", "runs", "d"),
                                ("samples", "train samples", ",d"), ("wall_s", "wall s", ".1f"),
                                ("samples_per_s", "samples/s", ",.0f"), ("ratio", "ratio", ".2f"),
-                               ("cpu_s", "cpu s", ".1f"), ("peak_pss_mb", "peak PSS MB", ".0f"),
-                               ("peak_rss_mb", "peak RSS MB", ".0f")]))
+                               ("cpu_s", "cpu s", ".1f"), ("peak_mb", "peak MB", ".0f"),
+                               ("peak_rss_mb", "largest RSS MB", ".0f")]))
+            print("  peak MB: the whole command's processes, private pages of each plus shared pages once; "
+                  "largest RSS: its largest process")
             for r in rows:
                 if "target" in r:
                     print(f"  {r['grid']}: {r['ratio']:.2f}x faster, target >= {r['target']}x: "
@@ -366,7 +420,8 @@ def main(argv=None) -> int:
                            ("ensemble_cpu_s", "ensemble s", ".2f"), ("ensemble_over_loop", "ensemble/loop", ".2f"),
                            ("faster", "faster", "s"), ("auto", "--engine auto", "s")]))
 
-        rows = flop_utilisation([64] if args.tiny else [10, 16, 64], 2 if args.tiny else 10)
+        rows = flop_utilisation([(64, 1)] if args.tiny else [(10, 1), (16, 1), (64, 1), (64, 2)],
+                                2 if args.tiny else 10)
         report["mfu"] = rows
         print("\n(3) model-FLOP utilisation, one training step of batch 32 (FlopCounterMode FLOPs; peak = best "
               "of 5 2048x2048 float32 matmuls, same process and threads; best of the step's repeats)")
@@ -374,23 +429,41 @@ def main(argv=None) -> int:
                            ("threads", "threads", "d"), ("step_ms_wall", "step ms", ".1f"),
                            ("peak_gflops_wall", "peak GFLOP/s", ".1f"), ("mfu_wall", "MFU", ".0%"),
                            ("step_ms_cpu", "step ms (CPU)", ".1f"), ("peak_gflops_cpu", "peak (CPU)", ".1f"),
-                           ("mfu_cpu", "MFU (CPU)", ".0%")]))
+                           ("mfu_cpu", "MFU (CPU)", ".0%"), ("flop_op_share", "conv/matmul share", ".0%"),
+                           ("flop_op_gflops", "their GFLOP/s", ".1f")]))
         big = next(r for r in rows if r["model"] == "tinyvgg(64)")
         print(f"  tinyvgg(64): MFU {big['mfu_wall']:.0%} by wall time, {big['mfu_cpu']:.0%} by CPU time (the same "
               f"ratio, with the time other processes held this core left out); target >= 75%: "
               f"{verdict(big['mfu_wall'] >= 0.75)} (wall), {verdict(big['mfu_cpu'] >= 0.75)} (CPU)")
+        print("  above 100%: oneDNN's direct convolutions (brgemm) run faster than MKL's 2048x2048 sgemm, "
+              "the peak measured here; small models: 'conv/matmul share' is the profiled share of the step "
+              "in the operators that carry its FLOPs (the rest, activations, pooling and the optimizer, "
+              "moves bytes), and 'their GFLOP/s' shows how well those use the core at that width")
 
         if args.seed_epochs:
             flags = ["--preset", "smoke"] if args.tiny else ["--preset", "seed", "--epochs", str(args.seed_epochs)]
-            t = run_timed(actconv_cmd(flags, tmp / "seed-preset", args.jobs))
-            n = len(load_results(tmp / "seed-preset").runs)
-            report["seed_preset"] = dict(flags=flags, runs=n, **{k: v for k, v in asdict(t).items() if k != "output"})
-            print(f"\n(4) memory: `actconv run {' '.join(flags)} --jobs {args.jobs}` ({n} runs) in {t.wall_s:.0f} s: "
-                  f"peak PSS of all its processes {t.peak_pss_mb:.0f} MB, peak RSS of the largest "
-                  f"{t.peak_rss_mb:.0f} MB; target < 1536 MB: {verdict(t.peak_pss_mb < 1536)}")
-            print("  (the whole preset, 10 epochs, takes minutes more; its memory does not grow with epochs: "
-                  "a run keeps its data, one model and per-epoch buffers; the grids in (1) show the same "
-                  "peak at other lengths)")
+            torch_rss, torch_private = import_floor("torch")
+            worker_rss, worker_private = import_floor("actconv.executors, actconv.ensemble")
+            report["memory_floor"] = dict(import_torch_rss_mb=torch_rss, import_torch_private_mb=torch_private,
+                                          import_actconv_rss_mb=worker_rss, import_actconv_private_mb=worker_private)
+            report["seed_preset"] = []
+            print(f"\n(4) memory of `actconv run {' '.join(flags)}`: peak of all its processes (private pages "
+                  f"of each, shared pages once), their PSS, and the largest process's RSS; target < 1536 MB")
+            for jobs in sorted({1, args.jobs}):
+                t = run_timed(actconv_cmd(flags, tmp / f"seed-preset-{jobs}", jobs))
+                n = len(load_results(tmp / f"seed-preset-{jobs}").runs)
+                report["seed_preset"].append(dict(flags=flags, jobs=jobs, runs=n, **{
+                    k: v for k, v in asdict(t).items() if k != "output"}))
+                print(f"  --jobs {jobs}: {n} runs in {t.wall_s:.0f} s, peak {t.peak_mb:.0f} MB in {t.processes} "
+                      f"processes (PSS {t.peak_pss_mb:.0f} MB), largest RSS {t.peak_rss_mb:.0f} MB: "
+                      f"{verdict(t.peak_mb < 1536)}")
+            print(f"  floor: a fresh interpreter holds {torch_rss:.0f} MB after `import torch` (this CUDA build), "
+                  f"{torch_private:.0f} MB of it private to the process, and {worker_rss:.0f} MB ({worker_private:.0f} "
+                  f"private) after importing actconv's worker modules, before any data or model; "
+                  f"--jobs N runs N + 1 such processes (the driver and N workers; multiprocessing's small "
+                  f"resource tracker besides)")
+            print("  (the whole preset at 10 epochs takes many minutes more; a run's memory does not grow "
+                  "with epochs: it holds its data, one model and per-epoch buffers)")
 
         rows = engines_agree(args.tiny, 3 if args.tiny else args.agree_seeds, args.jobs, tmp)
         report["agree"] = rows

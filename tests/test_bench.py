@@ -1,4 +1,5 @@
 """`make bench` runs end to end on tiny grids and prints its tables (speed is the benchmark's to show)."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ def test_bench_runs_end_to_end_on_tiny_grids(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout
-    for header in ("wall s", "samples/s", "ratio", "peak PSS MB", "peak RSS MB", "ensemble/loop",
+    for header in ("wall s", "samples/s", "ratio", "peak MB", "largest RSS MB", "ensemble/loop",
                    "--engine auto", "GFLOP/step", "MFU", "paired t p", "Welch p"):
         assert header in text, header
     assert "bench-mlp" in text and "target >= 10.0x" in text and "target >= 75%" in text
@@ -35,7 +36,8 @@ def test_bench_runs_end_to_end_on_tiny_grids(tmp_path):
     assert programs[0] == "reference" and programs[1].startswith("actconv (ensemble")
     assert [r["samples"] for r in report["grids"]] == [256, 256]  # 2 activations x 2 seeds x 64 x 1 epoch
     assert {r["model"] for r in report["agree"]} == {"mlp", "tinyvgg"}
-    assert report["seed_preset"]["runs"] == 17 and report["seed_preset"]["peak_pss_mb"] > 0
+    assert [m["runs"] for m in report["seed_preset"]] == [17] and report["seed_preset"][0]["peak_mb"] > 0
+    assert 0 < report["memory_floor"]["import_torch_private_mb"] < report["memory_floor"]["import_torch_rss_mb"]
     assert 0 < report["mfu"][0]["gflop_per_step"] < 20
 
 
@@ -43,3 +45,15 @@ def test_missing_reference_is_one_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH), "--tiny", "--reference", str(tmp_path / "nope.py")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "reference loop not found" in proc.stderr
+
+
+def test_grids_count_what_the_reference_counts():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    mlp, vgg = bench.GRIDS
+    # as the reference prints them: "240 runs, 1680000 training samples seen"
+    assert (mlp.runs(), mlp.samples()) == (240, 1_680_000)
+    assert (vgg.runs(), vgg.samples()) == (40, 108_000)
+    assert mlp.reference_flags()[-2:] == ["--mlp-hidden", "64"] and "--activate-logits" in mlp.actconv_flags()
+    assert vgg.reference_flags()[-2:] == ["--vgg-hidden", "16"]
