@@ -64,12 +64,47 @@ def kill_session(sid: int, timeout: float = 10) -> None:
         time.sleep(0.1)
 
 
+# Runs a command in this session and ends every process of the session once the test
+# process is gone, so a crashed pytest leaves no Ray behind.
+WATCHDOG = """
+import os, signal, subprocess, sys, time
+test_process, command = int(sys.argv[1]), sys.argv[2:]
+child = subprocess.Popen(command)
+while child.poll() is None:
+    try:
+        os.kill(test_process, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1)
+me = os.getpid()
+for _ in range(50):
+    pids = []
+    for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if p.isdigit() and int(p) != me and int(fields[3]) == me and fields[0] != "Z":
+            pids.append(int(p))
+    if not pids:
+        break
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.1)
+"""
+
+
 def start_ray_head(num_cpus: int = 2, timeout: float = 120):
     """`ray start --head --block` on loopback in a session of its own: (process, address)."""
     port = free_port()
     log = open(os.environ.get("TMPDIR", "/tmp") + f"/actconv-ray-head-{port}.log", "w")
     proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-c", WATCHDOG, str(os.getpid()),
+         str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--include-dashboard=false", "--num-cpus", str(num_cpus), "--disable-usage-stats"],
         env={**os.environ, **LOOPBACK_ENV}, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + timeout
@@ -95,13 +130,18 @@ Node(RayParams(gcs_address=sys.argv[1], node_ip_address="127.0.0.1", num_cpus=in
                min_worker_port=0, max_worker_port=0, dashboard_agent_listen_port=None),
      head=False, shutdown_at_exit=False, spawn_reaper=False)
 print("up", flush=True)
-time.sleep(3600)
+while True:  # until the test kills this session, or the test process is gone
+    try:
+        os.kill(int(sys.argv[3]), 0)
+    except ProcessLookupError:
+        os.killpg(0, 9)
+    time.sleep(1)
 """
 
 
 def add_ray_node(address: str, num_cpus: int = 1, timeout: float = 60):
     """A second Ray node on this machine, in a session of its own (kill it to make the node die)."""
-    proc = subprocess.Popen([sys.executable, "-c", ADD_NODE, address, str(num_cpus)],
+    proc = subprocess.Popen([sys.executable, "-c", ADD_NODE, address, str(num_cpus), str(os.getpid())],
                             env={**os.environ, **LOOPBACK_ENV}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()

@@ -18,10 +18,12 @@ from faultkit import assert_same_study, kill_cycles
 # The loop engine trains one run per unit, so a fault hits one run (an ensemble unit fails whole).
 TINY = {"name": "tiny", "models": {"m": {"kind": "mlp", "hidden_units": 8}}, "engine": "loop",
         "activations": ["relu", "tanh"], "seeds": [1, 2], "n_train": [64], "epochs": 1}
-# Enough work that a kill lands mid-study: 8 runs of about a second each.
-KILL_STUDY = ('name = "killme"\nactivations = ["relu", "tanh", "selu", "elu"]\nseeds = [1, 2]\n'
-              'n_train = [4000]\nepochs = 8\n[models.m]\nkind = "mlp"\nhidden_units = 64\n')
 CYCLES = int(os.environ.get("ACTCONV_KILL_CYCLES", "3"))  # a soak: ACTCONV_KILL_CYCLES=40
+# Enough work that kills land mid-study, in units of one run; a soak (more cycles) gets more seeds.
+KILL_STUDY = (f'name = "killme"\nactivations = ["relu", "tanh", "selu", "elu"]\n'
+              f'seeds = {list(range(1, max(2, CYCLES // 2) + 1))}\n'
+              'n_train = [4000]\nepochs = 8\nengine = "loop"\n[models.m]\nkind = "mlp"\nhidden_units = 64\n')
+KILL_RUNS = 4 * max(2, CYCLES // 2)
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +100,8 @@ def test_two_drivers_on_one_store_share_the_work(tmp_path, clean):
     assert [p.returncode for p in procs] == [0, 0], outputs
     executed = [int(o.split(" executed")[0].rsplit("(", 1)[1]) for o, _ in outputs]
     runs = load_results(out).runs
-    assert len(runs) == 8 and set(runs.status) == {"done"}
-    assert sum(executed) == 8 and runs.attempts.max() == 1  # no run was executed twice
+    assert len(runs) == KILL_RUNS and set(runs.status) == {"done"}
+    assert sum(executed) == KILL_RUNS and runs.attempts.max() == 1  # no run was executed twice
     assert_same_study(out, clean)
 
 
@@ -154,8 +156,16 @@ def test_ray_executor_errors_are_one_clear_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "o" / "actconv.sqlite").exists()
 
 
-def test_store_is_never_left_locked_or_corrupt_by_a_failed_write(tmp_path):
-    study = config.study_from_dict({**TINY, "seeds": [1]})
-    actconv.run_study(study, tmp_path, progress=False)
-    with sqlite3.connect(tmp_path / "actconv.sqlite") as c:
+def test_a_store_that_cannot_be_written_is_one_line_and_gives_its_claims_back(tmp_path, monkeypatch, capsys):
+    from actconv.store import Store as RealStore
+
+    def full_disk(self, result):
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(RealStore, "write", full_disk)
+    study = write_study(tmp_path / "s.toml", {**TINY, "seeds": [1]})
+    assert main(["run", str(study), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "database or disk is full" in err and err.count("\n") == 1
+    with sqlite3.connect(tmp_path / "o" / "actconv.sqlite") as c:
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert {r[0] for r in c.execute("SELECT status FROM runs")} == {"pending"}

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: stay on loopback
-ray = pytest.importorskip("ray")
+if os.environ.get("ACTCONV_REQUIRE_RAY"):  # CI (.ci/run): a missing extra must fail, not skip
+    import ray
+else:
+    ray = pytest.importorskip("ray")
 
 import actconv  # noqa: E402
-from actconv import config  # noqa: E402
+from actconv import config, ray_executor  # noqa: E402
 from actconv.cli import main  # noqa: E402
 from actconv.store import load_results  # noqa: E402
 from faultkit import (LOOPBACK_ENV, add_ray_node, assert_same_study, kill_cycles, kill_session,  # noqa: E402
@@ -22,9 +25,12 @@ pytestmark = pytest.mark.ray
 
 MIXED = {"name": "mixed", "models": {"m": {"kind": "mlp", "hidden_units": 8}, "v": {"kind": "tinyvgg", "hidden_units": 4}},
          "activations": ["relu", "selu"], "seeds": [1, 2], "n_train": [64], "epochs": 1}
-KILL_STUDY = ('name = "killme"\nactivations = ["relu", "tanh", "selu", "elu"]\nseeds = [1, 2]\n'
-              'n_train = [4000]\nepochs = 8\n[models.m]\nkind = "mlp"\nhidden_units = 64\n')
 CYCLES = int(os.environ.get("ACTCONV_KILL_CYCLES", "2"))  # each cycle starts fresh Ray workers
+# Enough work that kills land mid-study, in units of one run; a soak (more cycles) gets more seeds.
+KILL_STUDY = (f'name = "killme"\nactivations = ["relu", "tanh", "selu", "elu"]\n'
+              f'seeds = {list(range(1, max(2, CYCLES // 2) + 1))}\n'
+              'n_train = [4000]\nepochs = 8\nengine = "loop"\n[models.m]\nkind = "mlp"\nhidden_units = 64\n')
+KILL_RUNS = 4 * max(2, CYCLES // 2)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +44,8 @@ def head():
 @pytest.fixture(scope="module")
 def connected(head):
     """This process connected to the head (run_study then borrows the session)."""
-    ray.init(address=head, log_to_driver=False, logging_level="ERROR")
-    yield head
-    ray.shutdown()
+    with ray_executor.session(head):
+        yield head
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +95,8 @@ def test_each_worker_fetches_the_data_once(connected, tmp_path):
 def test_cli_on_the_cluster_retries_worker_faults_then_reruns_only_failed(connected, tmp_path, monkeypatch, capsys):
     """`actconv run --executor ray`: a run that raises and a worker SIGKILLed, then a rerun."""
     study_file = tmp_path / "s.toml"
-    study_file.write_text(KILL_STUDY.replace("[4000]", "[64]").replace("epochs = 8", 'epochs = 1\nengine = "loop"'))
+    study_file.write_text('name = "faults"\nactivations = ["relu", "tanh", "selu", "elu"]\nseeds = [1, 2]\n'
+                          'n_train = [64]\nepochs = 1\nengine = "loop"\n[models.m]\nkind = "mlp"\nhidden_units = 8\n')
     raises, kills, once, *_ = (s.run_id for s in config.load_study(study_file).runs())
     out = tmp_path / "out"
     argv = ["run", str(study_file), "--out", str(out), "--executor", "ray", "--ray-address", connected,
@@ -107,6 +113,25 @@ def test_cli_on_the_cluster_retries_worker_faults_then_reruns_only_failed(connec
     monkeypatch.delenv("ACTCONV_FAULT")
     assert main(argv) == 0
     assert "(2 executed, 6 already stored)" in capsys.readouterr().out
+
+
+def test_without_an_address_a_local_ray_on_loopback_is_started_and_stopped(connected, tmp_path):
+    """A Ray of its own, not the running one, and nothing of it left when actconv exits."""
+    study_file = tmp_path / "s.toml"
+    study_file.write_text('name = "alone"\nactivations = ["relu"]\nseeds = [1, 2]\nn_train = [64]\nepochs = 1\n'
+                          'engine = "loop"\n[models.m]\nkind = "mlp"\nhidden_units = 8\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    env["RAY_AUTH_MODE"] = "disabled"  # else Ray saves a token in ~/.ray for every later cluster
+    proc = subprocess.Popen(cli(str(study_file), "--out", str(tmp_path / "out"), "--executor", "ray", "--jobs", "1"),
+                            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+        left = session_commands(proc.pid)
+    finally:
+        kill_session(proc.pid)
+    assert proc.returncode == 0, stderr
+    assert "2 runs (2 executed" in stdout and not left, left
+    assert len(ray.nodes()) == 1  # the module's cluster did not get the runs
 
 
 def test_a_node_that_dies_mid_study_loses_nothing(connected, tmp_path, clean):
@@ -132,7 +157,7 @@ def test_a_node_that_dies_mid_study_loses_nothing(connected, tmp_path, clean):
         killer.join(timeout=1)
         kill_session(node.pid)
     assert killed.is_set(), "no unit ran on the extra node"
-    assert out.counts == {"done": 8}
+    assert out.counts == {"done": KILL_RUNS}
     assert load_results(tmp_path / "out").runs.attempts.max() >= 2  # the unit on the dead node ran again
     assert_same_study(tmp_path / "out", clean)
 

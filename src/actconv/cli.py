@@ -60,7 +60,8 @@ def _add_run(sub):
     e.add_argument("--download", action="store_true", help="download the dataset if missing")
     e.add_argument("--device", help="auto, cpu or cuda")
     e.add_argument("--threads", type=int, help="torch threads per run (part of the run: changes rounding)")
-    e.add_argument("--jobs", type=int, default=1, help="worker processes")
+    e.add_argument("--jobs", type=int, default=1,
+                   help="worker processes (with --executor ray and no address: CPUs of the local Ray)")
     e.add_argument("--executor", default="local", help="local or ray")
     e.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     e.add_argument("--retries", type=int, default=2, help="tries again for a failed or lost run")

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import select
 import signal
+import sqlite3
 import threading
 import time
 import traceback
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from .config import RunSpec, StudySpec
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, StoreError
 from .seeding import set_threads
 from .store import FINISHED, LEASE_S, Store, owner_id
 from .train import RunResult, train_run
@@ -201,9 +202,12 @@ def run_study(study: StudySpec, out_dir, *, jobs: int = 1, executor: str = "loca
                         store.write(r)
                         outcome.executed += 1
                         bar.update(1)
+        except sqlite3.Error as e:  # a full disk, a store broken underneath us
+            raise StoreError(f"cannot write {store.path}: {e}; the runs stored before are safe") from None
         finally:
             bar.close()
-            store.release(owner)  # an interrupted driver leaves its unfinished runs to the next
+            with contextlib.suppress(sqlite3.Error):
+                store.release(owner)  # an interrupted driver leaves its unfinished runs to the next
         outcome.counts = store.summary()
         outcome.failed = store.conn.execute(
             "SELECT run_id, error FROM runs WHERE status='failed'").fetchall()

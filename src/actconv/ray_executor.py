@@ -1,5 +1,6 @@
 """Ray executor: work units as Ray tasks on a cluster; results come back to the driver,
 which alone writes the store, so the nodes need no shared filesystem."""
+import logging
 import os
 import socket
 from contextlib import contextmanager
@@ -83,20 +84,33 @@ def _connect(address: str | None, jobs: int):
         return ray, True
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     if address is None:
-        ray.init(num_cpus=jobs, _node_ip_address="127.0.0.1", **quiet)
+        ray.init(address="local", num_cpus=jobs, _node_ip_address="127.0.0.1", **quiet)  # never a running one
         return ray, False
     host, _, port = address.rpartition(":")
-    if host and port.isdigit():
+    if host and port.isdigit() and "://" not in address:  # a GCS address: fail in seconds, not a minute
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
         except OSError as e:
             raise ConfigError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with "
                               f"`ray start --head` or leave out --ray-address for a local one") from None
+    _use_token_if_any()
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise ConfigError(f"cannot connect to Ray at {address}: {_one_line(e)}") from None
     return ray, False
+
+
+def _use_token_if_any() -> None:
+    """Send Ray's saved token when there is one: since Ray 2.5x a local `ray.init()` saves one,
+    and a `ray start` afterwards requires it, while a cluster without auth ignores it."""
+    try:
+        from ray._private.authentication.authentication_token_setup import \
+            maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token authentication
+        return
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _is_loopback(address: str) -> bool:
