@@ -238,9 +238,16 @@ def engine_choice(tiny: bool) -> list[dict]:
             ens.append(time.process_time() - t)
         rows.append(dict(model=f"{kind}({ms.hidden_units})", seeds=k, n_train=n, epochs=epochs,
                          loop_cpu_s=min(loop), ensemble_cpu_s=min(ens), ensemble_over_loop=min(ens) / min(loop),
-                         faster="ensemble" if min(ens) < min(loop) else "loop",
+                         faster=faster(min(loop), min(ens)),
                          auto=resolve_engine("auto", kind)))
     return rows
+
+
+def faster(loop_s: float, ensemble_s: float, margin: float = 0.05) -> str:
+    """Which engine won, or 'neither' within the margin (timings on a shared machine wobble that much)."""
+    if abs(ensemble_s / loop_s - 1) <= margin:
+        return "neither (5%)"
+    return "ensemble" if ensemble_s < loop_s else "loop"
 
 
 # -- (3) model-FLOP utilisation of training TinyVGG --------------------------------------------

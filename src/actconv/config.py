@@ -138,9 +138,10 @@ class StudySpec:
 
 
 # What 'auto' means per model kind, measured by `make bench` (its table (2): one thread, CPU
-# time, on the 2-core reference CPU): 8 seeds of MLP(64) trained as one ensemble took 0.41-0.45
-# of the loop's time; 2 seeds of TinyVGG(16) took 1.13-1.34 of it (its convolutions are
-# compute-bound, so stacking saves only Python overhead, and it costs copies).
+# time, on the 2-core reference CPU): 8 seeds of MLP(64) trained as one ensemble took 0.41-0.48
+# of the loop's time; 2 seeds of TinyVGG(16) took 1.00-1.34 of it, never less (convolutions
+# are compute-bound and run per member either way, so stacking saves only Python overhead
+# and costs copies), so TinyVGG keeps the loop and its rounding.
 AUTO_ENGINE = {"mlp": "ensemble", "tinyvgg": "loop"}
 
 
