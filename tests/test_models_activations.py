@@ -66,3 +66,11 @@ def test_auto_init_lecun_for_selu():
 def test_uniform_fan_in_bound():
     model = build_model("mlp", "sigmoid", init="uniform_fan_in", hidden_units=32)
     assert model[1].weight.abs().max().item() <= 1 / math.sqrt(784)
+
+
+def test_config_names_the_registries_it_validates_against():
+    # config keeps the names so that a driver validates a study without importing torch
+    from actconv import config, data, models
+    assert config.MODELS == list(models.MODELS)
+    assert config.DATASETS == list(data.DATASETS)
+    assert all(build_model("mlp", "relu", init=i) is not None for i in config.INITS)

@@ -76,6 +76,28 @@ def test_jobs_two_equals_jobs_one(tmp_path):
     assert np.array_equal(a.loss.to_numpy(), b.loss.to_numpy())
 
 
+DRIVER = """
+import json, sys
+from actconv.cli import main
+code = main(sys.argv[1:])
+print(json.dumps([code, sorted(m for m in ("torch", "pandas", "scipy") if m in sys.modules)]))
+"""
+
+
+def test_a_pool_driver_never_imports_torch(tmp_path):
+    # torch is ~300 MB a process: with --jobs 2 only the workers (forked from one server) hold it
+    out = subprocess.run([sys.executable, "-c", DRIVER, "run", "--preset", "smoke", "--out", str(tmp_path),
+                          "--jobs", "2", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == '[0, []]', out.stderr[-2000:]
+    assert load_results(tmp_path).runs.status.eq("done").all()
+    # the checks the driver can no longer make itself come back from a worker as one line
+    out = subprocess.run([sys.executable, "-c", DRIVER, "run", "--preset", "smoke", "--out", str(tmp_path / "x"),
+                          "--jobs", "2", "--n-train", "5000", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == '[2, []]'
+    assert out.stderr.strip() == "actconv: error: n_train 5000 exceeds the mnist-5k training pool of 4000 images"
+    assert not (tmp_path / "x" / "actconv.sqlite").exists()
+
+
 def test_incompatible_schema_is_refused_and_left_alone(tmp_path):
     actconv.run_study(small_study(seeds=[1], activations=["relu"], n_train=[64]), tmp_path, progress=False)
     db = tmp_path / "actconv.sqlite"

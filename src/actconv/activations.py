@@ -1,32 +1,41 @@
 """Activation registry: name -> a fresh module per call, its family and recommended init."""
-from torch import nn
-
 from .errors import ConfigError
+
+
+def _nn(cls: str, *args):
+    """A factory for torch.nn.<cls>(*args), importing torch only when a model is built: a
+    driver that only plans and stores runs never holds torch (~300 MB a process)."""
+    def make():
+        from torch import nn
+        return getattr(nn, cls)(*args)
+    make.__qualname__ = f"nn.{cls}"
+    return make
+
 
 # Factories, not instances: every layer of every run gets its own module, so a PReLU's
 # learned slope can never leak between layers or runs (the original shared one instance).
 ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "leaky_relu_0.1": lambda: nn.LeakyReLU(0.1),
-    "prelu": nn.PReLU,
-    "elu": nn.ELU,
-    "celu": nn.CELU,
-    "selu": nn.SELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "mish": nn.Mish,
-    "hardswish": nn.Hardswish,
-    "softplus": nn.Softplus,
-    "softshrink": nn.Softshrink,
-    "tanhshrink": nn.Tanhshrink,
-    "sigmoid": nn.Sigmoid,
-    "hardsigmoid": nn.Hardsigmoid,
-    "softsign": nn.Softsign,
-    "tanh": nn.Tanh,
-    "hardtanh": nn.Hardtanh,
-    "logsigmoid": nn.LogSigmoid,
+    "relu": _nn("ReLU"),
+    "relu6": _nn("ReLU6"),
+    "leaky_relu": _nn("LeakyReLU", 0.01),
+    "leaky_relu_0.1": _nn("LeakyReLU", 0.1),
+    "prelu": _nn("PReLU"),
+    "elu": _nn("ELU"),
+    "celu": _nn("CELU"),
+    "selu": _nn("SELU"),
+    "gelu": _nn("GELU"),
+    "silu": _nn("SiLU"),
+    "mish": _nn("Mish"),
+    "hardswish": _nn("Hardswish"),
+    "softplus": _nn("Softplus"),
+    "softshrink": _nn("Softshrink"),
+    "tanhshrink": _nn("Tanhshrink"),
+    "sigmoid": _nn("Sigmoid"),
+    "hardsigmoid": _nn("Hardsigmoid"),
+    "softsign": _nn("Softsign"),
+    "tanh": _nn("Tanh"),
+    "hardtanh": _nn("Hardtanh"),
+    "logsigmoid": _nn("LogSigmoid"),
 }
 
 # The original study's four families, in its order.
@@ -59,7 +68,7 @@ BOUNDED_RANGE = {
 }
 
 
-def make_activation(name: str) -> nn.Module:
+def make_activation(name: str) -> "torch.nn.Module":
     """A fresh activation module for one layer."""
     try:
         return ACTIVATIONS[name]()

@@ -10,13 +10,16 @@ from pathlib import Path
 
 from . import activations as acts
 from .errors import ConfigError
-from .models import INITS, MODELS
 
 OPTIMIZERS = ["sgd", "adam"]
 ENGINES = ["auto", "loop", "ensemble"]
 DEVICES = ["auto", "cpu", "cuda"]
 DTYPES = ["float32", "float64"]
-DATASETS = ["mnist-5k", "mnist", "fashion-mnist", "kmnist"]  # data.DATASETS; kept here to validate without loading
+# The registries of data.py and models.py, named here so that a study validates (and a
+# driver plans and stores it) without importing torch; a test keeps them equal.
+DATASETS = ["mnist-5k", "mnist", "fashion-mnist", "kmnist"]
+MODELS = ["mlp", "tinyvgg"]
+INITS = ["default", "auto", "lecun_normal", "kaiming_normal", "xavier_uniform", "uniform_fan_in"]
 
 
 @dataclass(frozen=True)
@@ -152,10 +155,16 @@ def resolve_engine(engine: str, model_kind: str, diagnostics: bool = False) -> s
     return AUTO_ENGINE.get(model_kind, "loop") if engine == "auto" else engine
 
 
+# Device nodes without one of which no CUDA (or ROCm, or WSL) device can be visible to torch.
+GPU_NODES = ["/dev/nvidiactl", "/dev/kfd", "/dev/dxg"]
+
+
 def resolve_device(device: str) -> str:
-    """'auto' means CUDA when there is one."""
+    """'auto' means CUDA when there is one; asked of torch only where a GPU driver is."""
     if device != "auto":
         return device
+    if not any(Path(p).exists() for p in GPU_NODES):
+        return "cpu"  # and torch, ~300 MB, stays unimported in a driver that only plans
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -1,6 +1,7 @@
 """Run a study: plan work units, claim them in the store, execute them serially, on a
 process pool or on Ray, and store each result as it arrives (the driver alone writes)."""
 import contextlib
+import ctypes
 import json
 import multiprocessing
 import os
@@ -17,12 +18,12 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
-from . import data as datasets
 from .config import RunSpec, StudySpec
-from .errors import ConfigError, DataError, StoreError
-from .seeding import set_threads
-from .store import FINISHED, LEASE_S, Store, owner_id
-from .train import RunResult, train_run
+from .errors import ActconvError, ConfigError, DataError, StoreError
+from .store import FINISHED, LEASE_S, RunResult, Store, owner_id
+
+# torch, the data and the training loop are imported where a unit is trained, never at the
+# top: a driver that hands its units to workers holds none of them (~400 MB a process).
 
 EXECUTORS = ["local", "ray"]
 FAULT_ENV = "ACTCONV_FAULT"  # test-only fault injection: see _inject_fault
@@ -37,7 +38,8 @@ class DataArgs:
     download: bool = False
     normalize: str = "none"
 
-    def load(self) -> datasets.Data:
+    def load(self):
+        from . import data as datasets
         return datasets.load(self.dataset, self.data_dir, self.download, self.normalize)
 
 
@@ -69,15 +71,24 @@ def plan_units(specs: list[RunSpec]) -> list[list[RunSpec]]:
 
 
 def execute_unit(unit: list[RunSpec], data_args: DataArgs | None, progress: bool = False,
-                 data: datasets.Data | None = None, faults: str | None = None) -> list[RunResult]:
+                 data=None, faults: str | None = None) -> list[RunResult]:
     """Train one work unit; a run that raises comes back as 'failed' with its error.
 
     faults: the driver's ACTCONV_FAULT (test-only), passed along because a worker's own
     environment is the one its pool or Ray started it with.
     """
+    from .seeding import set_threads
     faults = os.environ.get(FAULT_ENV, "") if faults is None else faults
     set_threads(unit[0].threads)
     data = data if data is not None else data_args.load()
+    try:
+        return _train_unit(unit, data, progress, faults)
+    finally:
+        _trim_heap()
+
+
+def _train_unit(unit: list[RunSpec], data, progress: bool, faults: str) -> list[RunResult]:
+    from .train import train_run
     if unit[0].engine == "ensemble":
         from .ensemble import train_ensemble
         try:
@@ -94,6 +105,15 @@ def execute_unit(unit: list[RunSpec], data_args: DataArgs | None, progress: bool
         except Exception as e:  # noqa: BLE001 -- recorded as the run's error, the study goes on
             results.append(_failed(spec, e))
     return results
+
+
+def _trim_heap() -> None:
+    """Hand the heap's free pages back to the system after a unit: a long-lived worker
+    otherwise keeps the high-water mark of its largest run (~80 MB after a TinyVGG)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _inject_fault(spec: RunSpec, faults: str) -> None:
@@ -166,15 +186,17 @@ def run_study(study: StudySpec, out_dir, *, jobs: int = 1, executor: str = "loca
     if not specs:
         raise ConfigError("the study has no runs")
     data_args = DataArgs(study.dataset, str(data_dir) if data_dir else None, download, study.normalize)
-    data = data_args.load()  # validate everything before the store is touched
-    too_big = sorted({s.n_train for s in specs if s.n_train > data.pool_size})
+    cuda = any(s.device == "cuda" for s in specs)
+    # Everything is validated before the store is touched; with a pool, by a worker, so the
+    # driver never imports torch.
+    pool_size, has_cuda = (_in_worker(_probe, data_args, cuda) if executor == "local" and jobs > 1
+                           else _probe(data_args, cuda))
+    too_big = sorted({s.n_train for s in specs if s.n_train > pool_size})
     if too_big:
         raise DataError(f"n_train {too_big[0]} exceeds the {study.dataset} training pool of "
-                        f"{data.pool_size} images")
-    if any(s.device == "cuda" for s in specs):
-        import torch
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+                        f"{pool_size} images")
+    if cuda and not has_cuda:
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     if executor == "ray":
         from . import ray_executor  # connects first: no Ray or no cluster is an error before the store
         ray_session = ray_executor.session(ray_address, jobs)
@@ -213,6 +235,24 @@ def run_study(study: StudySpec, out_dir, *, jobs: int = 1, executor: str = "loca
             "SELECT run_id, error FROM runs WHERE status='failed'").fetchall()
     outcome.wall_s = time.perf_counter() - start
     return outcome
+
+
+def _probe(data_args: DataArgs, cuda: bool) -> tuple[int, bool]:
+    """The data loads (its training pool's size) and, if asked, torch sees a CUDA device."""
+    pool_size = data_args.load().pool_size
+    if not cuda:
+        return pool_size, False
+    import torch
+    return pool_size, torch.cuda.is_available()
+
+
+def _in_worker(fn, *args):
+    """fn(*args) in a process forked from the pool's server; its ActconvError is raised here."""
+    with ProcessPoolExecutor(1, mp_context=_mp_context()) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            raise ActconvError(f"the worker process running {fn.__name__} died (out of memory?)") from None
 
 
 class _WorkQueue:
@@ -313,6 +353,7 @@ def _serial(feed, data_args: DataArgs, progress: bool):
 
 
 def _init_worker(threads: int, driver: int):
+    from .seeding import set_threads
     threading.Thread(target=_exit_when_gone, args=(driver,), name="actconv-driver-watch", daemon=True).start()
     set_threads(threads)
 
@@ -341,7 +382,7 @@ def _mp_context():
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
+    ctx.set_forkserver_preload(["actconv.worker"])
     return ctx
 
 

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .activations import RECOMMENDED_INIT, make_activation, unknown
+from .config import INITS
 from .errors import ConfigError
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -52,7 +53,6 @@ def tinyvgg(activation: str, hidden_units: int = 64, **_) -> TinyVGG:
 
 
 MODELS = {"mlp": mlp, "tinyvgg": tinyvgg}
-INITS = ["default", "auto", "lecun_normal", "kaiming_normal", "xavier_uniform", "uniform_fan_in"]
 
 
 def build_model(kind: str, activation: str, init: str = "default", **options) -> nn.Module:

@@ -16,8 +16,19 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _deterministic()
     torch.backends.cudnn.benchmark = False
+
+
+def _deterministic() -> None:
+    """torch.use_deterministic_algorithms(True, warn_only=True) without its import of
+    torch._inductor (for torch.compile, never used here), which costs every worker ~140 MB."""
+    if torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled():
+        return
+    if hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+    else:  # a torch without the private call: the public one, import and all
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def derived_seed(seed: int, purpose: str) -> int:

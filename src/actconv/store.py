@@ -3,13 +3,15 @@ import os
 import socket
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .config import RunSpec
 from .errors import StoreError
+
+if TYPE_CHECKING:  # pandas only where tables are read: a driver that writes runs never needs it
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 STORE_NAME = "actconv.sqlite"
@@ -50,10 +52,28 @@ CREATE INDEX IF NOT EXISTS diagnostics_run ON diagnostics (run_id);
 @dataclass
 class Results:
     """The long tables of one output directory."""
-    runs: pd.DataFrame
-    epochs: pd.DataFrame
-    batches: pd.DataFrame
-    diagnostics: pd.DataFrame
+    runs: "pd.DataFrame"
+    epochs: "pd.DataFrame"
+    batches: "pd.DataFrame"
+    diagnostics: "pd.DataFrame"
+
+
+@dataclass
+class RunResult:
+    """What one run produced: its status, epoch rows, batch arrays and environment."""
+    spec: RunSpec
+    status: str                      # done | diverged | failed
+    epochs: list[dict] = field(default_factory=list)
+    batches: dict = field(default_factory=dict)   # epoch, step, loss, accuracy: equal-length arrays
+    diagnostics: list[tuple] = field(default_factory=list)  # (epoch, step, layer, metric, value)
+    diverged_step: int | None = None
+    error: str | None = None
+    wall_s: float = 0.0
+    env: dict = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
 
 
 def store_path(out_dir) -> Path:
@@ -134,7 +154,7 @@ class Store:
         out = dict(rows)
         return out if run_ids is None else {r: out.get(r, "unknown") for r in run_ids}
 
-    def write(self, result) -> None:
+    def write(self, result: RunResult) -> None:
         """Store one run's rows and its final status atomically (replacing any earlier try)."""
         s, rid = result.spec, result.run_id
         key = (rid, s.model, s.activation, s.seed, s.n_train)
@@ -271,6 +291,7 @@ def _start_time(pid: int) -> str:
 
 def load_results(out_dir) -> Results:
     """Every table of a store as pandas DataFrames (the data contract's long tables)."""
+    import pandas as pd
     store = Store(out_dir, create=False)
     try:
         read = lambda q: pd.read_sql_query(q, store.conn)  # noqa: E731

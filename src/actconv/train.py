@@ -1,7 +1,6 @@
 """One run: the training loop on one screen, returning every batch and epoch it saw."""
 import math
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -13,6 +12,7 @@ from . import diagnostics
 from .config import RunSpec
 from .models import build_model
 from .seeding import generator, set_seed, set_threads
+from .store import RunResult
 
 # Test-set evaluation batch per model kind, measured on the 2-core reference CPU: bigger
 # is not better there (TinyVGG(16) was fastest near 64 images per batch).
@@ -20,27 +20,10 @@ EVAL_BATCH = {"mlp": 1000, "tinyvgg": 64}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@dataclass
-class RunResult:
-    """What one run produced: its status, epoch rows, batch arrays and environment."""
-    spec: RunSpec
-    status: str                      # done | diverged | failed
-    epochs: list[dict] = field(default_factory=list)
-    batches: dict = field(default_factory=dict)   # epoch, step, loss, accuracy: equal-length arrays
-    diagnostics: list[tuple] = field(default_factory=list)  # (epoch, step, layer, metric, value)
-    diverged_step: int | None = None
-    error: str | None = None
-    wall_s: float = 0.0
-    env: dict = field(default_factory=dict)
-
-    @property
-    def run_id(self) -> str:
-        return self.spec.run_id
-
-
 def environment(spec: RunSpec) -> dict:
     """What decides bitwise reproducibility besides the config."""
-    return {"torch_version": torch.__version__, "device": spec.device, "dtype": spec.dtype,
+    return {"torch_version": str(torch.__version__),  # a str: torch.TorchVersion unpickles only with torch
+            "device": spec.device, "dtype": spec.dtype,
             "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if spec.device == "cuda" else None}
 
