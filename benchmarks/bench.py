@@ -386,8 +386,11 @@ def main(argv=None) -> int:
     p.add_argument("--grids", default=",".join(g.name for g in GRIDS), help="which grids to run")
     p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="actconv worker processes")
     p.add_argument("--agree-seeds", type=int, default=10, help="seeds in the engines-agree comparison")
-    p.add_argument("--seed-epochs", type=int, default=1,
-                   help="epochs of the shortened `seed` preset whose memory is measured (0: skip)")
+    p.add_argument("--seed-epochs", type=int, default=None,
+                   help="measure the memory of the `seed` preset cut to this many epochs "
+                        "(default: the whole preset; 0: skip)")
+    p.add_argument("--seed-jobs", default=None,
+                   help="--jobs values the seed preset runs with, comma-separated (default: --jobs)")
     p.add_argument("--tiny", action="store_true", help="tiny grids: seconds, to test this script")
     p.add_argument("--json", help="also write every number here")
     args = p.parse_args(argv)
@@ -447,16 +450,18 @@ def main(argv=None) -> int:
               "in the operators that carry its FLOPs (the rest, activations, pooling and the optimizer, "
               "moves bytes), and 'their GFLOP/s' shows how well those use the core at that width")
 
-        if args.seed_epochs:
-            flags = ["--preset", "smoke"] if args.tiny else ["--preset", "seed", "--epochs", str(args.seed_epochs)]
-            torch_rss, torch_private = import_floor("torch")
-            worker_rss, worker_private = import_floor("actconv.executors, actconv.ensemble")
-            report["memory_floor"] = dict(import_torch_rss_mb=torch_rss, import_torch_private_mb=torch_private,
-                                          import_actconv_rss_mb=worker_rss, import_actconv_private_mb=worker_private)
+        if args.seed_epochs != 0:
+            flags = ["--preset", "smoke"] if args.tiny else ["--preset", "seed"]
+            if args.seed_epochs and not args.tiny:
+                flags += ["--epochs", str(args.seed_epochs)]
+            floors = {"torch": "torch", "a driver": "actconv.cli, actconv.executors, actconv.store",
+                      "a worker": "actconv.worker"}
+            report["memory_floor"] = {name: dict(zip(("rss_mb", "private_mb"), import_floor(modules)))
+                                      for name, modules in floors.items()}
             report["seed_preset"] = []
             print(f"\n(4) memory of `actconv run {' '.join(flags)}`: peak of all its processes (private pages "
                   f"of each, shared pages once), their PSS, and the largest process's RSS; target < 1536 MB")
-            for jobs in sorted({1, args.jobs}):
+            for jobs in [int(j) for j in (args.seed_jobs or str(args.jobs)).split(",")]:
                 t = run_timed(actconv_cmd(flags, tmp / f"seed-preset-{jobs}", jobs))
                 n = len(load_results(tmp / f"seed-preset-{jobs}").runs)
                 report["seed_preset"].append(dict(flags=flags, jobs=jobs, runs=n, **{
@@ -464,13 +469,12 @@ def main(argv=None) -> int:
                 print(f"  --jobs {jobs}: {n} runs in {t.wall_s:.0f} s, peak {t.peak_mb:.0f} MB in {t.processes} "
                       f"processes (PSS {t.peak_pss_mb:.0f} MB), largest RSS {t.peak_rss_mb:.0f} MB: "
                       f"{verdict(t.peak_mb < 1536)}")
-            print(f"  floor: a fresh interpreter holds {torch_rss:.0f} MB after `import torch` (this CUDA build), "
-                  f"{torch_private:.0f} MB of it private to the process, and {worker_rss:.0f} MB ({worker_private:.0f} "
-                  f"private) after importing actconv's worker modules, before any data or model; "
-                  f"--jobs N runs N + 1 such processes (the driver and N workers; multiprocessing's small "
-                  f"resource tracker besides)")
-            print("  (the whole preset at 10 epochs takes many minutes more; a run's memory does not grow "
-                  "with epochs: it holds its data, one model and per-epoch buffers)")
+            f = report["memory_floor"]
+            print("  floor, a fresh interpreter after its imports (RSS, of it private): " + "; ".join(
+                f"{name} {v['rss_mb']:.0f} MB ({v['private_mb']:.0f})" for name, v in f.items()))
+            print("  --jobs 1 trains in the driver; --jobs N > 1 runs a driver that never imports torch, a fork "
+                  "server that imported the worker's modules once, and N workers forked from it that share "
+                  "those pages (plus multiprocessing's small resource tracker)")
 
         rows = engines_agree(args.tiny, 3 if args.tiny else args.agree_seeds, args.jobs, tmp)
         report["agree"] = rows
