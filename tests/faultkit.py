@@ -23,19 +23,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def session_pids(sid: int) -> list[int]:
-    """Processes whose session id is sid (Linux /proc)."""
+def pids_where(field: int, value: int) -> list[int]:
+    """Live processes whose /proc stat field (after the name: 1 ppid, 3 session id) is value."""
     pids = []
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
                 with open(f"/proc/{p}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
+            except (OSError, IndexError):
                 continue
-            if int(fields[3]) == sid and fields[0] != "Z":
+            if int(fields[field]) == value and fields[0] != "Z" and int(p) != os.getpid():
                 pids.append(int(p))
     return pids
+
+
+def session_pids(sid: int) -> list[int]:
+    """Processes whose session id is sid (Linux /proc)."""
+    return pids_where(3, sid)
+
+
+def kill_until_gone(select, timeout: float = 10) -> None:
+    """SIGKILL the processes select() names, again, until it names none."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pids = select()
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
 
 
 def session_commands(sid: int) -> list[str]:
@@ -51,23 +71,15 @@ def session_commands(sid: int) -> list[str]:
 
 def kill_session(sid: int, timeout: float = 10) -> None:
     """SIGKILL every process of the session we started as sid, until none is left."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        pids = session_pids(sid)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
+    kill_until_gone(lambda: session_pids(sid), timeout)
 
 
 # Runs a command in this session and ends every process of the session once the test
 # process is gone, so a crashed pytest leaves no Ray behind.
-WATCHDOG = """
-import os, signal, subprocess, sys, time
+WATCHDOG = f"""
+import os, subprocess, sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from faultkit import kill_until_gone, pids_where
 test_process, command = int(sys.argv[1]), sys.argv[2:]
 child = subprocess.Popen(command)
 while child.poll() is None:
@@ -76,26 +88,24 @@ while child.poll() is None:
     except ProcessLookupError:
         break
     time.sleep(1)
-me = os.getpid()
-for _ in range(50):
-    pids = []
-    for p in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if p.isdigit() and int(p) != me and int(fields[3]) == me and fields[0] != "Z":
-            pids.append(int(p))
-    if not pids:
-        break
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    time.sleep(0.1)
+kill_until_gone(lambda: pids_where(1, os.getpid()), timeout=5)
 """
+
+
+def kill_study(cycles: int) -> tuple[str, int]:
+    """A study file with enough work (in units of one run) that kills land mid-study, and its run count."""
+    seeds = list(range(1, max(2, cycles // 2) + 1))
+    text = (f'name = "killme"\nactivations = ["relu", "tanh", "selu", "elu"]\nseeds = {seeds}\n'
+            'n_train = [4000]\nepochs = 8\nengine = "loop"\n[models.m]\nkind = "mlp"\nhidden_units = 64\n')
+    return text, 4 * len(seeds)
+
+
+def clean_store(folder: Path, study_text: str) -> Path:
+    """The study run once on the local executor, without interruption: what every interrupted store must equal."""
+    from actconv import config, run_study
+    (folder / "s.toml").write_text(study_text)
+    run_study(config.load_study(folder / "s.toml"), folder / "out", progress=False)
+    return folder / "out"
 
 
 def start_ray_head(num_cpus: int = 2, timeout: float = 120):

@@ -13,26 +13,19 @@ from actconv import config
 from actconv.cli import main
 from actconv.store import Store, load_results, owner_alive, owner_id
 from actconv.verify import verify_runs
-from faultkit import assert_same_study, kill_cycles
+from faultkit import assert_same_study, clean_store, kill_cycles, kill_study
 
 # The loop engine trains one run per unit, so a fault hits one run (an ensemble unit fails whole).
 TINY = {"name": "tiny", "models": {"m": {"kind": "mlp", "hidden_units": 8}}, "engine": "loop",
         "activations": ["relu", "tanh"], "seeds": [1, 2], "n_train": [64], "epochs": 1}
 CYCLES = int(os.environ.get("ACTCONV_KILL_CYCLES", "3"))  # a soak: ACTCONV_KILL_CYCLES=40
-# Enough work that kills land mid-study, in units of one run; a soak (more cycles) gets more seeds.
-KILL_STUDY = (f'name = "killme"\nactivations = ["relu", "tanh", "selu", "elu"]\n'
-              f'seeds = {list(range(1, max(2, CYCLES // 2) + 1))}\n'
-              'n_train = [4000]\nepochs = 8\nengine = "loop"\n[models.m]\nkind = "mlp"\nhidden_units = 64\n')
-KILL_RUNS = 4 * max(2, CYCLES // 2)
+KILL_STUDY, KILL_RUNS = kill_study(CYCLES)
 
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
-    """KILL_STUDY run once without interruption: what every interrupted store must equal."""
-    folder = tmp_path_factory.mktemp("clean")
-    (folder / "s.toml").write_text(KILL_STUDY)
-    actconv.run_study(config.load_study(folder / "s.toml"), folder / "out", progress=False)
-    return folder / "out"
+    """KILL_STUDY run once without interruption."""
+    return clean_store(tmp_path_factory.mktemp("clean"), KILL_STUDY)
 
 
 def write_study(path, d=TINY):

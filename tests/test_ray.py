@@ -18,19 +18,15 @@ import actconv  # noqa: E402
 from actconv import config, ray_executor  # noqa: E402
 from actconv.cli import main  # noqa: E402
 from actconv.store import load_results  # noqa: E402
-from faultkit import (LOOPBACK_ENV, add_ray_node, assert_same_study, kill_cycles, kill_session,  # noqa: E402
-                      session_commands, start_ray_head)
+from faultkit import (LOOPBACK_ENV, add_ray_node, assert_same_study, clean_store, kill_cycles,  # noqa: E402
+                      kill_session, kill_study, session_commands, start_ray_head)
 
 pytestmark = pytest.mark.ray
 
 MIXED = {"name": "mixed", "models": {"m": {"kind": "mlp", "hidden_units": 8}, "v": {"kind": "tinyvgg", "hidden_units": 4}},
          "activations": ["relu", "selu"], "seeds": [1, 2], "n_train": [64], "epochs": 1}
 CYCLES = int(os.environ.get("ACTCONV_KILL_CYCLES", "2"))  # each cycle starts fresh Ray workers
-# Enough work that kills land mid-study, in units of one run; a soak (more cycles) gets more seeds.
-KILL_STUDY = (f'name = "killme"\nactivations = ["relu", "tanh", "selu", "elu"]\n'
-              f'seeds = {list(range(1, max(2, CYCLES // 2) + 1))}\n'
-              'n_train = [4000]\nepochs = 8\nengine = "loop"\n[models.m]\nkind = "mlp"\nhidden_units = 64\n')
-KILL_RUNS = 4 * max(2, CYCLES // 2)
+KILL_STUDY, KILL_RUNS = kill_study(CYCLES)
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +46,8 @@ def connected(head):
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
-    """KILL_STUDY run once on the local executor, without interruption."""
-    folder = tmp_path_factory.mktemp("clean")
-    (folder / "s.toml").write_text(KILL_STUDY)
-    actconv.run_study(config.load_study(folder / "s.toml"), folder / "out", progress=False)
-    return folder / "out"
+    """KILL_STUDY run once without interruption."""
+    return clean_store(tmp_path_factory.mktemp("clean"), KILL_STUDY)
 
 
 def cli(*args):

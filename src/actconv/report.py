@@ -315,7 +315,7 @@ def _html(out_dir, results, t, figures, spike_k, spike_window, threshold) -> str
     parts += _status_section(runs)
     parts += _config_section(runs)
     parts += _verdict_table("papers", "Published claims, checked", PAPERS_INTRO, t.get("papers"))
-    parts += _findings_section(t["findings"], spike_k, spike_window)
+    parts += _verdict_table("findings", "The original findings, checked", FINDINGS_INTRO, t["findings"])
     parts += _verdict_table("mechanisms", "Mechanisms, measured", MECHANISMS_INTRO, t.get("mechanisms"))
     parts += _ranking_section(t)
     section = None
@@ -391,20 +391,9 @@ def _config_section(runs: pd.DataFrame) -> list:
     return ["<h2 id='config'>Configuration</h2>", _table(table)]
 
 
-def _findings_section(findings: pd.DataFrame, spike_k, spike_window) -> list:
-    out = ["<h2 id='findings-heading'>The original findings, checked</h2>",
-           "<p>Each claim of the original notebook, judged from this study's finished runs. "
-           "<em>Inconclusive</em> means the data cannot decide (an activation or model missing, "
-           "one seed, or an interval that straddles the threshold); the numbers say why.</p>",
-           "<table id='findings' class='findings'><thead><tr><th>claim</th><th>scope</th>"
-           "<th>verdict</th><th>evidence</th></tr></thead><tbody>"]
-    for r in findings.itertuples():
-        cls = r.verdict.replace(" ", "-")
-        out.append(f"<tr><td><strong>({_e(r.id)})</strong> {_e(r.claim)}</td><td>{_e(r.scope)}</td>"
-                   f"<td><span class='verdict {_e(cls)}'>{_e(r.verdict)}</span></td>"
-                   f"<td>{_e(r.evidence)}</td></tr>")
-    out.append("</tbody></table>")
-    return out
+FINDINGS_INTRO = ("Each claim of the original notebook, judged from this study's finished runs. "
+                  "<em>Inconclusive</em> means the data cannot decide (an activation or model missing, "
+                  "one seed, or an interval that straddles the threshold); the numbers say why.")
 
 
 PAPERS_INTRO = ("This study is a paper preset: each published claim, judged from its finished runs "
