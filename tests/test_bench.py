@@ -36,6 +36,10 @@ def test_bench_runs_end_to_end_on_tiny_grids(tmp_path):
     assert programs[0] == "reference" and programs[1].startswith("actconv (ensemble")
     assert [r["samples"] for r in report["grids"]] == [256, 256]  # 2 activations x 2 seeds x 64 x 1 epoch
     assert {r["model"] for r in report["agree"]} == {"mlp", "tinyvgg"}
+    ours = report["grids"][1]
+    assert 0 < ours["run_s"] and ours["ratio"] <= ours["ceiling"]  # no command beats its own runs' time
+    prof = report["profile"]
+    assert prof["runs"] == 2 and prof["families"]["convolution"] > 0 and "aten::elu" not in prof["ops"]
     assert [m["runs"] for m in report["seed_preset"]] == [17] and report["seed_preset"][0]["peak_mb"] > 0
     floor = report["memory_floor"]
     assert 0 < floor["torch"]["private_mb"] < floor["torch"]["rss_mb"] < floor["a worker"]["rss_mb"]
