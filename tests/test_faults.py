@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import actconv
@@ -15,7 +16,8 @@ from actconv.store import Store, load_results, owner_alive, owner_id
 from actconv.verify import verify_runs
 from faultkit import assert_same_study, clean_store, kill_cycles, kill_study
 
-# The loop engine trains one run per unit, so a fault hits one run (an ensemble unit fails whole).
+# The loop engine trains one run per unit, so a fault hits one run (an ensemble unit fails whole, then
+# each of its runs is tried again alone).
 TINY = {"name": "tiny", "models": {"m": {"kind": "mlp", "hidden_units": 8}}, "engine": "loop",
         "activations": ["relu", "tanh"], "seeds": [1, 2], "n_train": [64], "epochs": 1}
 CYCLES = int(os.environ.get("ACTCONV_KILL_CYCLES", "3"))  # a soak: ACTCONV_KILL_CYCLES=40
@@ -56,6 +58,22 @@ def test_worker_faults_are_retried_then_failed_and_a_rerun_retries_only_those(tm
     assert "(2 executed, 2 already stored)" in capsys.readouterr().out
     checks = list(verify_runs(out, n=0))
     assert len(checks) == 4 and all(c.ok for c in checks), [c.line() for c in checks]
+
+
+def test_a_failed_ensemble_unit_is_retried_one_member_at_a_time(tmp_path, monkeypatch):
+    ens = {**TINY, "engine": "ensemble", "activations": ["relu"], "seeds": [1, 2, 3]}
+    specs = config.study_from_dict(ens).runs()
+    bad = specs[1].run_id
+    clean = actconv.run_study(config.study_from_dict(ens), tmp_path / "clean", progress=False)
+    assert clean.counts == {"done": 3}
+    monkeypatch.setenv("ACTCONV_FAULT", f"raise:{bad}")  # fails the whole unit of three seeds
+    out = actconv.run_study(config.study_from_dict(ens), tmp_path / "out", progress=False, retries=1)
+    runs = load_results(tmp_path / "out").runs.set_index("run_id")
+    assert out.counts == {"done": 2, "failed": 1} and runs.status[bad] == "failed"
+    assert runs.attempts[bad] == 2  # the unit, then alone
+    a = load_results(tmp_path / "clean").batches.query("run_id != @bad").sort_values(["run_id", "step"])
+    b = load_results(tmp_path / "out").batches.sort_values(["run_id", "step"])
+    assert len(a) == len(b) > 0 and np.array_equal(a.loss.to_numpy(), b.loss.to_numpy())  # alone == in the unit
 
 
 def test_serial_run_that_raises_once_is_retried_in_process(tmp_path, monkeypatch):

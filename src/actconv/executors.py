@@ -315,8 +315,10 @@ class _WorkQueue:
                 self.failures[r.run_id] = self.failures.get(r.run_id, 0) + 1
                 if self.failures[r.run_id] <= self.retries:
                     retry.append(r.spec)
-        if retry:
-            self.queue.append(retry)
+        # Each run is tried again alone: an ensemble member's numbers do not depend on its
+        # unit-mates (tested bitwise), so one bad seed, or a unit too big for memory, no
+        # longer takes the other seeds down with it.
+        self.queue.extend([s] for s in retry)
         again = {s.run_id for s in retry}
         return [r for r in results if r.run_id not in again]
 
