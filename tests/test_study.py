@@ -165,6 +165,13 @@ def test_cli_grid_flags_apply(tmp_path):
                  "--out", str(tmp_path), "--quiet"]) == 0
     runs = load_results(tmp_path).runs
     assert len(runs) == 1 and runs.hidden_units[0] == 8 and runs.activate_logits[0] == 1
+    assert main(["run", "--models", "mlp", "--hidden-units", "8", "--activations", "relu", "--seeds", "5",
+                 "--n-train", "256", "--epochs", "1", "--diagnostics", "--grad-every", "3",
+                 "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    res = load_results(tmp_path / "d")
+    assert config.RunSpec.from_json(res.runs.config_json[0]).grad_every == 3
+    grad_steps = sorted(set(res.diagnostics.query("metric == 'grad_norm'").step))
+    assert grad_steps == [1, 4, 7], grad_steps  # 8 steps of 32 images: the first, then every third
 
 
 BAD = [
@@ -175,6 +182,7 @@ BAD = [
     (["--preset", "nope"], "unknown preset 'nope'; choose from: demo"),
     (["--epochs", "0"], "epochs must be positive"),
     (["--batch-size", "-1"], "batch_size must be positive"),
+    (["--grad-every", "0"], "grad_every must be positive"),
     (["--lr", "0"], "lr must be positive"),
     (["--n-train", "0"], "n_train must be positive"),
     (["--n-train", "5000", "--models", "mlp"], "n_train 5000 exceeds the mnist-5k training pool of 4000"),

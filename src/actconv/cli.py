@@ -54,6 +54,7 @@ def _add_run(sub):
     g.add_argument("--engine", help="auto, loop or ensemble")
     g.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=None,
                    help="record per-layer activation and gradient statistics")
+    g.add_argument("--grad-every", type=int, help="with --diagnostics: gradient norms every k steps")
     e = p.add_argument_group("data and execution")
     e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist")
     e.add_argument("--data-dir", help="folder with the raw IDX files")
@@ -71,7 +72,7 @@ def _add_run(sub):
 
 GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size", "lr", "momentum",
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
-              "diagnostics", "dataset", "device", "threads"]
+              "diagnostics", "grad_every", "dataset", "device", "threads"]
 
 
 def study_from_args(args) -> config.StudySpec:
