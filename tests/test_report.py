@@ -161,3 +161,21 @@ def test_cli_errors_are_one_line_exit_2(report_dir, tmp_path, capsys, argv, mess
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_model_run_under_two_engines_is_reported_once_per_engine(tmp_path):
+    # engines round differently: the same seed under both is not two seeds of one configuration
+    import actconv
+    from actconv import analysis, config
+    grid = {"name": "both", "models": {"m": {"kind": "mlp", "hidden_units": 8}}, "activations": ["relu"],
+            "seeds": [1, 2], "n_train": [64], "epochs": 1}
+    for engine in ("loop", "ensemble"):
+        actconv.run_study(config.study_from_dict({**grid, "engine": engine}), tmp_path, progress=False)
+    split = analysis.separate_engines(load_results(tmp_path))
+    assert sorted(split.runs.model) == ["m (ensemble)", "m (ensemble)", "m (loop)", "m (loop)"]
+    assert set(split.batches.model) == set(split.epochs.model) == {"m (ensemble)", "m (loop)"}
+    same = analysis.separate_engines(split)
+    assert same.runs.model.tolist() == split.runs.model.tolist()  # nothing left to split
+    summary = pd.read_csv(write_report(tmp_path).parent / "summary.csv")
+    final = summary[summary.metric == "final_train_loss"]
+    assert sorted(final.model) == ["m (ensemble)", "m (loop)"] and set(final.n_seeds) == {2}

@@ -41,6 +41,7 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     if results is None:
         from .store import load_results
         results = load_results(out_dir)
+    results = analysis.separate_engines(results)
     dest = out_dir / "report"
     figdir = dest / "figures"
     try:
