@@ -1,4 +1,6 @@
 """Activation registry: name -> a fresh module per call, its family and recommended init."""
+import math
+
 from .errors import ConfigError
 
 
@@ -66,6 +68,11 @@ BOUNDED_RANGE = {
     "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0), "hardtanh": (-1.0, 1.0),
     "relu6": (0.0, 6.0), "logsigmoid": (float("-inf"), 0.0),
 }
+
+
+def logit_loss_floor(low: float, high: float, n_classes: int = 10) -> float:
+    """Least cross-entropy reachable when every logit lies in (low, high)."""
+    return math.log1p((n_classes - 1) * math.exp(low - high))
 
 
 def make_activation(name: str) -> "torch.nn.Module":

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .activations import BOUNDED_RANGE
+from .activations import BOUNDED_RANGE, logit_loss_floor
 
 RUN_KEYS = ["run_id", "model", "activation", "seed", "n_train"]
 CONFIG_KEYS = ["model", "activation", "n_train"]
@@ -458,11 +458,6 @@ def _running_baseline(loss: np.ndarray, window: int, min_history: int):
 
 
 # -- the original findings ---------------------------------------------------------------
-
-def logit_loss_floor(low: float, high: float, n_classes: int = N_CLASSES) -> float:
-    """Least cross-entropy reachable when every logit lies in (low, high)."""
-    return math.log1p((n_classes - 1) * math.exp(low - high))
-
 
 CLAIMS = {
     "a": "SELU starts with a higher training loss than the other activations",

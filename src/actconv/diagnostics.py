@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from . import activations as acts
-from .analysis import logit_loss_floor
 from .seeding import generator
 
 # Glorot & Bengio's 300 fixed examples for MLPs; 100 for TinyVGG, where each image gives
@@ -488,13 +487,13 @@ def _bounded_groups(activations: pd.Series):
     groups = {}
     for a in sorted(set(activations)):
         rng = acts.BOUNDED_RANGE.get(a)
-        if rng and np.isfinite(rng[0]) and logit_loss_floor(*rng) >= MIN_FLOOR:
+        if rng and np.isfinite(rng[0]) and acts.logit_loss_floor(*rng) >= MIN_FLOOR:
             groups.setdefault(rng, []).append(a)
     return sorted(groups.items())
 
 
 def _m2(model: str, lo: float, hi: float, members, runs: pd.DataFrame, falls: pd.DataFrame):
-    floor = logit_loss_floor(lo, hi)
+    floor = acts.logit_loss_floor(lo, hi)
     mine = runs[runs["model"] == model]
     unbounded = [a for a in mine["activation"].unique() if a not in acts.BOUNDED_RANGE]
     others = _by_activation(mine[mine["activation"].isin(unbounded)], falls, "fall").median()
