@@ -233,3 +233,13 @@ def test_unwritable_output_and_bad_store_leave_things_alone(tmp_path, capsys):
 def test_example_study_file_runs(tmp_path):
     study = config.load_study(os.path.join(os.path.dirname(__file__), "..", "examples", "study.toml"))
     assert len(study.runs()) > 0
+
+
+@pytest.mark.skipif(os.path.exists("/dev/nvidiactl"), reason="a GPU machine may have CUDA")
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, jobs):
+    assert main(["run", "--preset", "smoke", "--device", "cuda", "--jobs", jobs, "--out", str(tmp_path),
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == ("actconv: error: --device cuda asked for, but torch sees no "
+                                               "CUDA device; use --device cpu")
+    assert not (tmp_path / "actconv.sqlite").exists()
