@@ -94,11 +94,25 @@ class Store:
                 raise StoreError(f"output directory {out_dir} is not writable")
             self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.conn.execute("PRAGMA busy_timeout = 60000")
-            self.conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+            self._wal()
             self.conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives a killed process
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open a store in {out_dir}: {e}") from None
         self._check_schema(create)
+
+    def _wal(self, timeout: float = 60.0) -> None:
+        """Switch to WAL (readers never block the writer). The switch needs the file to
+        itself and SQLite reports 'locked' at once, without waiting, when another driver is
+        opening the same new store: so wait here."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _check_schema(self, create: bool):
         try:
