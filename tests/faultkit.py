@@ -194,30 +194,26 @@ def kill_cycles(cmd: list[str], out: Path, cycles: int, seed: int, env=None, tim
     return counts
 
 
-def claimed(out: Path, pid: int) -> bool:
-    """Whether the driver with this pid holds a claim (it got past start-up)."""
+def count_runs(out: Path, where: str = "1", params=()) -> int:
+    """Runs in the store matching a WHERE clause; 0 while it does not exist or is being created."""
     try:
         with sqlite3.connect(out / "actconv.sqlite", timeout=30) as c:
-            return c.execute("SELECT COUNT(*) FROM runs WHERE status='running' AND claimed_by LIKE ?",
-                             (f"%:{pid}:%",)).fetchone()[0] > 0
+            return c.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0]
     except sqlite3.Error:
-        return False
+        return 0
+
+
+def claimed(out: Path, pid: int) -> bool:
+    """Whether the driver with this pid holds a claim (it got past start-up)."""
+    return count_runs(out, "status='running' AND claimed_by LIKE ?", (f"%:{pid}:%",)) > 0
 
 
 def stored_done(out: Path) -> int:
-    try:
-        with sqlite3.connect(out / "actconv.sqlite", timeout=30) as c:
-            return c.execute("SELECT COUNT(*) FROM runs WHERE status IN ('done', 'diverged')").fetchone()[0]
-    except sqlite3.Error:
-        return 0
+    return count_runs(out, "status IN ('done', 'diverged')")
 
 
 def total_runs(out: Path) -> int:
-    try:
-        with sqlite3.connect(out / "actconv.sqlite", timeout=30) as c:
-            return c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-    except sqlite3.Error:
-        return 0
+    return count_runs(out)
 
 
 def assert_same_study(out: Path, clean: Path) -> None:
