@@ -13,7 +13,7 @@ $(BIN)/actconv: pyproject.toml
 	touch $@
 
 demo: $(BIN)/actconv
-	$(BIN)/actconv run --preset demo --out $(OUT) --jobs $(JOBS)
+	$(BIN)/actconv run --preset demo --out $(OUT)
 	$(BIN)/actconv report $(OUT)
 
 test: $(BIN)/actconv

@@ -12,7 +12,8 @@ import pytest
 
 import actconv
 from actconv import config
-from actconv.cli import main
+from actconv.cli import build_parser, main
+from actconv.executors import resolve_jobs
 from actconv.store import Store, load_results
 
 SMALL = {"name": "small", "models": {"m": {"kind": "mlp", "hidden_units": 8}},
@@ -76,9 +77,25 @@ def test_jobs_two_equals_jobs_one(tmp_path):
     assert np.array_equal(a.loss.to_numpy(), b.loss.to_numpy())
 
 
+def test_cli_default_jobs_is_every_core_and_equals_jobs_one_bitwise(tmp_path):
+    flags = ["run", "--models", "mlp", "--hidden-units", "8", "--activations", "relu,tanh", "--seeds", "1,2",
+             "--n-train", "64", "--epochs", "1", "--engine", "loop", "--quiet", "--out"]
+    assert build_parser().parse_args(flags + ["x"]).jobs == "auto"
+    assert resolve_jobs("auto") == len(os.sched_getaffinity(0))
+    assert main(flags + [str(tmp_path / "default")]) == 0
+    assert main(flags + [str(tmp_path / "one"), "--jobs", "1"]) == 0
+    a, b = load_results(tmp_path / "default").batches, load_results(tmp_path / "one").batches
+    assert len(a) == len(b) == 4 * 2 and np.array_equal(a.loss.to_numpy(), b.loss.to_numpy())
+    for bad in (0, -1, "x", 1.5, True):
+        with pytest.raises(actconv.ActconvError, match="jobs must be a positive number or 'auto'"):
+            actconv.run_study(small_study(), tmp_path / "bad", jobs=bad, progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 DRIVER = """
 import json, sys
-from actconv.cli import main
+from actconv.cli import build_parser, main
+from actconv.executors import resolve_jobs
 code = main(sys.argv[1:])
 print(json.dumps([code, sorted(m for m in ("torch", "pandas", "scipy") if m in sys.modules)]))
 """
@@ -184,6 +201,8 @@ BAD = [
     (["--batch-size", "-1"], "batch_size must be positive"),
     (["--grad-every", "0"], "grad_every must be positive"),
     (["--lr", "0"], "lr must be positive"),
+    (["--jobs", "0"], "argument --jobs: expected a positive number of processes or 'auto', got '0'"),
+    (["--jobs", "x"], "argument --jobs: expected a positive number of processes or 'auto', got 'x'"),
     (["--n-train", "0"], "n_train must be positive"),
     (["--n-train", "5000", "--models", "mlp"], "n_train 5000 exceeds the mnist-5k training pool of 4000"),
     (["--epochs", "two"], "invalid int value"),

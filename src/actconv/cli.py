@@ -31,6 +31,18 @@ def _csv(kind):
     return parse
 
 
+def _jobs(text):
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of processes or 'auto', got {text!r}")
+    return n
+
+
 def _add_run(sub):
     p = sub.add_parser("run", help="run a study (default: the demo preset)")
     p.add_argument("study", nargs="?", help="a TOML study file")
@@ -61,8 +73,9 @@ def _add_run(sub):
     e.add_argument("--download", action="store_true", help="download the dataset if missing")
     e.add_argument("--device", help="auto, cpu or cuda")
     e.add_argument("--threads", type=int, help="torch threads per run (part of the run: changes rounding)")
-    e.add_argument("--jobs", type=int, default=1,
-                   help="worker processes (with --executor ray and no address: CPUs of the local Ray)")
+    e.add_argument("--jobs", type=_jobs, default="auto",
+                   help="worker processes; auto (default): the cores this process may use; 1 trains in this "
+                        "process (with --executor ray and no address: CPUs of the local Ray)")
     e.add_argument("--executor", default="local", help="local or ray")
     e.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     e.add_argument("--retries", type=int, default=2, help="tries again for a failed or lost run")

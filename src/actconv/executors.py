@@ -155,7 +155,16 @@ class Lost:
     alone: bool = True
 
 
-def run_study(study: StudySpec, out_dir, *, jobs: int = 1, executor: str = "local",
+def resolve_jobs(jobs) -> int:
+    """A positive process count; "auto" is the cores this process may use (its affinity, not the machine's)."""
+    if jobs == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs <= 0:
+        raise ConfigError(f"jobs must be a positive number or 'auto', got {jobs!r}")
+    return jobs
+
+
+def run_study(study: StudySpec, out_dir, *, jobs: int | str = 1, executor: str = "local",
               data_dir=None, download: bool = False, progress: bool = True,
               retries: int = 2, ray_address: str | None = None,
               lease_s: float = LEASE_S) -> StudyOutcome:
@@ -167,7 +176,8 @@ def run_study(study: StudySpec, out_dir, *, jobs: int = 1, executor: str = "loca
     Args:
         study: the study to run.
         out_dir: output directory holding the store (created if missing).
-        jobs: worker processes for the local executor (Ray: CPUs of a local Ray it starts).
+        jobs: worker processes for the local executor (Ray: CPUs of a local Ray it starts), or
+            "auto" for every core this process may use; 1 (the default) trains in this process.
         executor: "local" or "ray".
         retries: how many times a run that failed or lost its worker is tried again.
         ray_address: an existing Ray cluster (default: start a local one).
@@ -178,8 +188,7 @@ def run_study(study: StudySpec, out_dir, *, jobs: int = 1, executor: str = "loca
     start = time.perf_counter()
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose from: {', '.join(EXECUTORS)}")
-    if jobs <= 0:
-        raise ConfigError(f"jobs must be positive, got {jobs}")
+    jobs = resolve_jobs(jobs)
     if retries < 0:
         raise ConfigError(f"retries must be zero or more, got {retries}")
     specs = study.runs()
