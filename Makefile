@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
 $(BIN)/actconv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[test,parquet,ray]'
+	$(BIN)/python -m pip install -q -e '.[test,parquet,ray,tensorboard,mlflow]'
 	touch $@
 
 demo: $(BIN)/actconv

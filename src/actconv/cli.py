@@ -175,8 +175,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .report import export
-    print(export(args.dir, args.format, dest=args.dest))
+    from .export import export
+    print(export(args.dir, args.format, dest=args.dest, tracking_uri=args.tracking_uri))
     return 0
 
 
@@ -213,10 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write DIR/report/index.html, figures and summary.csv")
     r.add_argument("dir")
     r.set_defaults(func=cmd_report)
-    x = sub.add_parser("export", help="write the long tables as CSV or Parquet")
+    x = sub.add_parser("export", help="the long tables as CSV or Parquet, or every run in TensorBoard or MLflow")
     x.add_argument("dir")
-    x.add_argument("--format", default="csv", help="csv (default) or parquet")
-    x.add_argument("--dest", help="output folder (default: DIR/export)")
+    x.add_argument("--format", default="csv", help="csv (default), parquet, tensorboard or mlflow")
+    x.add_argument("--out", "--dest", dest="dest",
+                   help="output folder (default: DIR/export; tensorboard: DIR/tensorboard)")
+    x.add_argument("--tracking-uri", help="mlflow: where to log (default: sqlite:///DIR/mlflow.db)")
     x.set_defaults(func=cmd_export)
     return p
 

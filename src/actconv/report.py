@@ -12,9 +12,8 @@ import pandas as pd
 from . import analysis, diagnostics, plots
 from .activations import FAMILIES
 from .errors import ActconvError
+from .export import export  # noqa: F401  (it lived here; export.py now holds every format)
 
-EXPORT_FORMATS = ("csv", "parquet")
-TABLES = ("runs", "epochs", "batches", "diagnostics")
 STATUSES = ("done", "diverged", "failed", "running", "pending")
 # What the summary aggregates across seeds, in the order a reader wants them.
 SUMMARY_METRICS = ["start_loss", "final_train_loss", "final_test_loss", "final_train_accuracy",
@@ -60,33 +59,6 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     index = dest / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
-
-
-def export(out_dir, fmt: str = "csv", dest=None, results=None) -> Path:
-    """Write the long tables (runs, epochs, batches, diagnostics) as CSV or Parquet; return the folder."""
-    if fmt not in EXPORT_FORMATS:
-        raise ActconvError(f"unknown export format {fmt!r}; choose from: {', '.join(EXPORT_FORMATS)}")
-    if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise ActconvError("Parquet export needs pyarrow: pip install 'actconv[parquet]'") from None
-    if results is None:
-        from .store import load_results
-        results = load_results(out_dir)
-    dest = Path(dest) if dest is not None else Path(out_dir) / "export"
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in TABLES:
-            df = getattr(results, name)
-            path = dest / f"{name}.{fmt}"
-            if fmt == "csv":
-                df.to_csv(path, index=False)
-            else:
-                df.to_parquet(path, index=False)
-    except OSError as e:
-        raise ActconvError(f"cannot write the export into {dest}: {e.strerror}") from None
-    return dest
 
 
 # -- analysis ------------------------------------------------------------------------------------
