@@ -31,8 +31,7 @@ from .config import RunSpec
 from .errors import ConfigError
 from .models import TinyVGG
 from .seeding import generator
-from .train import (DTYPES, EVAL_BATCH, NO_VALIDATION, RunResult, environment, make_optimizer, prepare,
-                    validation_set)
+from .train import DTYPES, EVAL_BATCH, RunResult, environment, make_optimizer, prepare, validation_set
 
 # Containers whose forward is their children in order.
 SEQUENTIAL = (nn.Sequential, TinyVGG)
@@ -148,9 +147,9 @@ def _evaluate(stack: Stack, x, y, batch: int) -> tuple[list[float], list[float]]
 
 
 def _validate(stack: Stack, val, batch: int, k: int) -> list[dict]:
-    """Each member's val_loss and val_accuracy on its own seed's split (NaN without one)."""
+    """Each member's val_loss and val_accuracy on its own seed's split; none without one."""
     if val is None:
-        return [dict(NO_VALIDATION) for _ in range(k)]
+        return [{} for _ in range(k)]
     loss, acc = _evaluate(stack, *val, batch)
     return [{"val_loss": lo, "val_accuracy": ac} for lo, ac in zip(loss, acc)]
 

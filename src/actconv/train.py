@@ -64,13 +64,10 @@ def validation_set(spec: RunSpec, data: datasets.Data):
     return x, data.train_y[idx].to(spec.device)
 
 
-NO_VALIDATION = {"val_loss": math.nan, "val_accuracy": math.nan}  # stored as NULL
-
-
 def validate(model, val, batch: int) -> dict:
-    """val_loss and val_accuracy on the validation split (NaN without one)."""
+    """val_loss and val_accuracy on the validation split; none without one (stored as NULL)."""
     if val is None:
-        return dict(NO_VALIDATION)
+        return {}
     loss, acc = evaluate(model, *val, batch)
     return {"val_loss": loss, "val_accuracy": acc}
 
