@@ -44,8 +44,17 @@ def study_tables(draw):
         grid = {"models": draw(st.sampled_from([["m"], ["mlp"], [], ["nope"]]))}
         for key in draw(st.lists(st.sampled_from(sorted(config.GRID_KEYS)), max_size=2)):
             grid[key] = draw(VALUES)
+        for key in draw(st.lists(st.sampled_from(config.AXES), max_size=2)):
+            grid[key] = draw(AXIS_LISTS)
         d["grid"] = [grid]
+    for key in draw(st.lists(st.sampled_from(config.AXES), max_size=2)):
+        d[key] = draw(AXIS_LISTS)
     return d
+
+
+# Lists for the training axes, mostly near-valid: empty, repeated, zero, negative, a wrong type.
+AXIS_LISTS = st.lists(st.one_of(st.integers(-1, 3), st.floats(-1, 2), st.sampled_from(["sgd", "adam", "lion"]),
+                                st.floats()), max_size=4)
 
 
 def toml(value) -> str:
@@ -76,10 +85,18 @@ def one_clear_line(err: str) -> bool:
 def test_generated_study_tables_give_a_study_or_one_config_error(d):
     try:
         study = config.study_from_dict(d)
-        study.runs()
+        runs = study.runs()
     except ConfigError as e:
         assert "\n" not in str(e) and str(e)
         return
+    # Every run has valid scalar settings, one per value of each list, and its own id.
+    assert len({r.run_id for r in runs}) == len(runs)
+    for r in runs:
+        assert r.lr > 0 and math.isfinite(r.lr) and r.epochs > 0 and r.batch_size > 0 and r.validation >= 0
+        assert r.optimizer in config.OPTIMIZERS and r.momentum >= 0 and r.weight_decay >= 0
+    for key in config.AXES:
+        if isinstance(d.get(key), list) and all(key not in g for g in d.get("grid", [{}])):
+            assert {getattr(r, key) for r in runs} == set(d[key])  # a top-level list no grid overrides
     # A study that passed: its name is one visible path component, so it cannot leave a folder.
     base = Path("/out").resolve()
     assert (base / study.name).resolve().parent == base and study.name not in (".", "..")
@@ -108,8 +125,9 @@ FLAG_VALUES = st.one_of(st.sampled_from(WORDS + ["0", "-1", "1", "2", "1,2", "1,
                         st.text(max_size=6))
 GOOD = {"--models": ["mlp", "mlp_original", "tinyvgg"], "--activations": ["relu", "selu,tanh", "relu_family"],
         "--seeds": ["1", "1,2", "0"], "--n-train": ["64", "32,64"], "--epochs": ["1", "2"],
-        "--batch-size": ["16", "1000"], "--lr": ["0.1", "1e-3"], "--momentum": ["0", "0.9"],
-        "--weight-decay": ["0", "1e-4"], "--optimizer": ["sgd", "adam"], "--hidden-units": ["4", "8"],
+        "--batch-size": ["16", "1000", "16,32"], "--lr": ["0.1", "1e-3", "0.01,0.1", "0.1,-1", ","],
+        "--momentum": ["0", "0.9", "0,0.9"], "--weight-decay": ["0", "1e-4"],
+        "--optimizer": ["sgd", "adam", "sgd,adam", "sgd,lion"], "--validation": ["0", "16", "-1", "4000"], "--hidden-units": ["4", "8"],
         "--engine": ["auto", "loop", "ensemble"], "--dataset": ["mnist-5k"], "--device": ["cpu", "auto"],
         "--threads": ["1", "2"], "--jobs": ["1", "2"], "--retries": ["0", "1"], "--data-dir": ["."],
         "--preset": ["smoke", "demo"], "--executor": ["local"]}

@@ -205,7 +205,11 @@ BAD = [
     (["--jobs", "x"], "argument --jobs: expected a positive number of processes or 'auto', got 'x'"),
     (["--n-train", "0"], "n_train must be positive"),
     (["--n-train", "5000", "--models", "mlp"], "n_train 5000 exceeds the mnist-5k training pool of 4000"),
-    (["--epochs", "two"], "invalid int value"),
+    (["--epochs", "two"], "expected comma-separated ints"),
+    (["--lr", "0.1,0"], "lr must be positive, got 0.0"),
+    (["--optimizer", "adam,rmsprop"], "unknown optimizer 'rmsprop'"),
+    (["--validation", "3500", "--n-train", "600", "--models", "mlp"],
+     "validation 3500 + n_train 600 exceeds the mnist-5k training pool of 4000"),
     (["--dataset", "mnist", "--data-dir", "/nonexistent-actconv"], "--download"),
 ]
 
@@ -225,6 +229,9 @@ def test_bad_flags_give_one_clear_line_and_exit_2(tmp_path, capsys, flags, messa
     ('[models.x]\nkind = "transformer"', "unknown model kind 'transformer'"),
     ('[models.x]\nkind = "mlp"\nwidth = 3', "unknown key 'width'"),
     ('[[grid]]\nmodels = ["nope"]', "unknown model 'nope'"),
+    ("lr = []", "lr is an empty list"),
+    ('[[grid]]\nmodels = ["mlp"]\noptimizer = ["sgd", "lion"]', "unknown optimizer 'lion'"),
+    ("validation = -1", "validation must be non-negative"),
 ])
 def test_bad_study_files(tmp_path, capsys, text, message):
     f = tmp_path / "s.toml"

@@ -53,12 +53,13 @@ def _add_run(sub):
     g.add_argument("--activations", type=_csv(str), help="activations or family names")
     g.add_argument("--seeds", type=_csv(int))
     g.add_argument("--n-train", type=_csv(int), help="training-set sizes")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--optimizer", help="sgd or adam")
+    # Training settings take comma lists: each value is its own run (--lr 0.01,0.1,1).
+    g.add_argument("--epochs", type=_csv(int))
+    g.add_argument("--batch-size", type=_csv(int))
+    g.add_argument("--lr", type=_csv(float))
+    g.add_argument("--momentum", type=_csv(float))
+    g.add_argument("--weight-decay", type=_csv(float))
+    g.add_argument("--optimizer", type=_csv(str), help="sgd or adam (or both: sgd,adam)")
     g.add_argument("--hidden-units", type=int)
     g.add_argument("--activate-logits", action=argparse.BooleanOptionalAction, default=None,
                    help="apply the activation to the MLP's logits (the original did)")
@@ -67,6 +68,8 @@ def _add_run(sub):
     g.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=None,
                    help="record per-layer activation and gradient statistics")
     g.add_argument("--grad-every", type=int, help="with --diagnostics: gradient norms every k steps")
+    g.add_argument("--validation", type=int,
+                   help="images per seed held out of the training pool, scored every epoch (default 0)")
     e = p.add_argument_group("data and execution")
     e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist")
     e.add_argument("--data-dir", help="folder with the raw IDX files")
@@ -85,7 +88,7 @@ def _add_run(sub):
 
 GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size", "lr", "momentum",
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
-              "diagnostics", "grad_every", "dataset", "device", "threads"]
+              "diagnostics", "grad_every", "validation", "dataset", "device", "threads"]
 
 
 def study_from_args(args) -> config.StudySpec:

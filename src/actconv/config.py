@@ -1,6 +1,7 @@
 """Study and run configs: frozen dataclasses, TOML study files, presets, validation."""
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import tomllib
@@ -63,18 +64,28 @@ class RunSpec:
     threads: int = 1                # the thread count changes rounding, so it is part of a run too
     diagnostics: bool = False
     grad_every: int = 1             # with diagnostics: gradient norms every k steps
+    validation: int = 0             # images per seed held out of the pool and scored every epoch
 
     @property
     def run_id(self) -> str:
         return run_id(self)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        d = dataclasses.asdict(self)
+        for key, default in ADDED_FIELDS.items():  # at its default, as if the field did not exist
+            if d[key] == default:
+                del d[key]
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "RunSpec":
         d = json.loads(text)
         return cls(**{**d, "model_spec": ModelSpec(**d["model_spec"])})
+
+
+# Fields added to RunSpec after stores existed, with their defaults: left out of the canonical
+# JSON at the default, so every run id (and stored config) from before stays what it was.
+ADDED_FIELDS = {"validation": 0}
 
 
 def run_id(spec: RunSpec) -> str:
@@ -84,7 +95,10 @@ def run_id(spec: RunSpec) -> str:
 
 TRAIN_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "lr": float, "momentum": float,
               "weight_decay": float, "stratify": bool, "engine": str, "diagnostics": bool,
-              "grad_every": int}
+              "grad_every": int, "validation": int}
+# Training settings that may also be lists in a study or comma lists on the command line:
+# a grid axis, each value its own run.
+AXES = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay")
 GRID_KEYS = {"models": list, "activations": list, "seeds": list, "n_train": list, **TRAIN_KEYS}
 STUDY_KEYS = {"name": str, "description": str, "dataset": str, "normalize": str, "device": str,
               "dtype": str, "threads": int, "models": dict, "grid": list, "expected": str,
@@ -99,7 +113,7 @@ class Grid:
     activations: tuple[str, ...]
     seeds: tuple[int, ...]
     n_train: tuple[int, ...]
-    train: tuple[tuple[str, object], ...] = ()  # TRAIN_KEYS overrides, sorted
+    train: tuple[tuple[str, object], ...] = ()  # TRAIN_KEYS overrides, sorted; an AXES value may be a tuple
 
 
 @dataclass(frozen=True)
@@ -123,20 +137,24 @@ class StudySpec:
         device = resolve_device(self.device)
         for g in self.grids:
             grid_train = {**dict(self.train), **dict(g.train)}
+            keys = sorted(grid_train)
+            settings = [dict(zip(keys, values)) for values in itertools.product(
+                *(v if isinstance(v, tuple) else (v,) for v in (grid_train[k] for k in keys)))]
             for m in g.models:  # resolved per model: 'auto' means another engine for another kind
-                train = {**grid_train, "engine": resolve_engine(grid_train.get("engine", "auto"),
-                                                                models[m].kind,
-                                                                grid_train.get("diagnostics", False))}
-                for a in g.activations:
-                    for s in g.seeds:
-                        for n in g.n_train:
-                            spec = RunSpec(model=m, model_spec=models[m], activation=a, seed=s,
-                                           n_train=n, dataset=self.dataset, normalize=self.normalize,
-                                           device=device, dtype=self.dtype, threads=self.threads,
-                                           **train)
-                            if spec.run_id not in seen:
-                                seen.add(spec.run_id)
-                                out.append(spec)
+                for setting in settings:  # one per value of each list axis (lr, epochs, ...)
+                    train = {**setting, "engine": resolve_engine(setting.get("engine", "auto"),
+                                                                 models[m].kind,
+                                                                 setting.get("diagnostics", False))}
+                    for a in g.activations:
+                        for s in g.seeds:
+                            for n in g.n_train:
+                                spec = RunSpec(model=m, model_spec=models[m], activation=a, seed=s,
+                                               n_train=n, dataset=self.dataset, normalize=self.normalize,
+                                               device=device, dtype=self.dtype, threads=self.threads,
+                                               **train)
+                                if spec.run_id not in seen:
+                                    seen.add(spec.run_id)
+                                    out.append(spec)
         return out
 
 
@@ -194,7 +212,22 @@ def _check_keys(where: str, table: dict, allowed: dict) -> dict:
     bad = sorted(set(table) - set(allowed))
     if bad:
         raise ConfigError(f"{where}: unknown key {bad[0]!r}; allowed: {', '.join(sorted(allowed))}")
-    return {k: _check_type(where, k, v, allowed[k]) for k, v in table.items()}
+    return {k: _axis(where, k, v, allowed[k]) if k in AXES else _check_type(where, k, v, allowed[k])
+            for k, v in table.items()}
+
+
+def _axis(where: str, key: str, value, kind):
+    """A training setting or a list of them: a scalar, or a tuple of two or more distinct values."""
+    if not isinstance(value, (list, tuple)):
+        return _check_type(where, key, value, kind)
+    if not value:
+        raise ConfigError(f"{where}: {key} is an empty list; give one value or more")
+    values = tuple(dict.fromkeys(_check_type(where, key, v, kind) for v in value))
+    return values[0] if len(values) == 1 else values  # one value is the scalar: same runs, same ids
+
+
+def _values(value) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def _model_spec(where: str, table: dict) -> ModelSpec:
@@ -235,16 +268,20 @@ def _grid(where: str, table: dict, defaults: dict, models: dict) -> Grid:
 
 def _check_train(where: str, t: dict) -> None:
     for key in ("epochs", "batch_size", "grad_every"):
-        if key in t and t[key] <= 0:
-            raise ConfigError(f"{where}: {key} must be positive, got {t[key]}")
-    if "lr" in t and not t["lr"] > 0:
-        raise ConfigError(f"{where}: lr must be positive, got {t['lr']}")
-    for key in ("momentum", "weight_decay"):
-        if key in t and t[key] < 0:
-            raise ConfigError(f"{where}: {key} must be non-negative, got {t[key]}")
+        for v in _values(t.get(key, 1)):
+            if v <= 0:
+                raise ConfigError(f"{where}: {key} must be positive, got {v}")
+    for v in _values(t.get("lr", 1.0)):
+        if not v > 0:
+            raise ConfigError(f"{where}: lr must be positive, got {v}")
+    for key in ("momentum", "weight_decay", "validation"):
+        for v in _values(t.get(key, 0)):
+            if v < 0:
+                raise ConfigError(f"{where}: {key} must be non-negative, got {v}")
     for key, choices in (("optimizer", OPTIMIZERS), ("engine", ENGINES)):
-        if key in t and t[key] not in choices:
-            raise ConfigError(f"{where}: " + acts.unknown(key, t[key], choices))
+        for v in _values(t.get(key, choices[0])):
+            if v not in choices:
+                raise ConfigError(f"{where}: " + acts.unknown(key, v, choices))
 
 
 def study_from_dict(d: dict, where: str = "study") -> StudySpec:
@@ -348,6 +385,7 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if v is not None:
                 _check_type("flags", key, v, type(v))
+    train = {k: _axis("flags", k, v, TRAIN_KEYS[k]) if k in AXES else v for k, v in train.items()}
     _check_train("flags", train)
     if activations is not None:
         activations = tuple(acts.expand(activations))

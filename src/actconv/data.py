@@ -135,11 +135,27 @@ def load(name: str, data_dir: str | None = None, download: bool = False,
     return Data(name, train_x.contiguous(), train_y.contiguous(), test_x.contiguous(), test_y.contiguous())
 
 
-def subset_indices(labels: torch.Tensor, seed: int, n_train: int, stratify: bool = False) -> torch.Tensor:
-    """The first n_train of one seeded ordering of the pool, so smaller subsets nest in larger."""
+def subset_indices(labels: torch.Tensor, seed: int, n_train: int, stratify: bool = False,
+                   validation: int = 0) -> torch.Tensor:
+    """The n_train images after the first `validation` of one seeded ordering of the pool, so
+    smaller subsets nest in larger and none meets that seed's validation split."""
     pool = len(labels)
-    if not 0 < n_train <= pool:
-        raise DataError(f"n_train {n_train} is outside the training pool of {pool} images")
+    if not 0 <= validation < pool or not 0 < n_train <= pool - validation:
+        raise DataError(f"n_train {n_train} is outside the training pool of {pool} images"
+                        + (f" less {validation} validation images" if validation else ""))
+    return _ordering(labels, seed, stratify)[validation:validation + n_train]
+
+
+def validation_indices(labels: torch.Tensor, seed: int, validation: int, stratify: bool = False) -> torch.Tensor:
+    """The seed's held-out validation images: the first `validation` of the same ordering."""
+    if not 0 <= validation <= len(labels):
+        raise DataError(f"validation {validation} is outside the training pool of {len(labels)} images")
+    return _ordering(labels, seed, stratify)[:validation]
+
+
+def _ordering(labels: torch.Tensor, seed: int, stratify: bool) -> torch.Tensor:
+    """One seeded permutation of the pool (class-interleaved when stratified)."""
+    pool = len(labels)
     g = generator(seed, "subset")
     order = torch.randperm(pool, generator=g)
     if stratify:
@@ -152,4 +168,4 @@ def subset_indices(labels: torch.Tensor, seed: int, n_train: int, stratify: bool
         tie = torch.empty(pool, dtype=torch.float64)
         tie[order] = torch.arange(pool, dtype=torch.float64) / pool / pool
         order = torch.argsort(rank + tie, stable=True)
-    return order[:n_train]
+    return order

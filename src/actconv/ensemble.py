@@ -31,7 +31,7 @@ from .config import RunSpec
 from .errors import ConfigError
 from .models import TinyVGG
 from .seeding import generator
-from .train import DTYPES, EVAL_BATCH, RunResult, environment, make_optimizer, prepare
+from .train import DTYPES, EVAL_BATCH, RunResult, environment, make_optimizer, prepare, validation_set
 
 # Containers whose forward is their children in order.
 SEQUENTIAL = (nn.Sequential, TinyVGG)
@@ -146,6 +146,14 @@ def _evaluate(stack: Stack, x, y, batch: int) -> tuple[list[float], list[float]]
     return loss.view(y.shape).mean(1).tolist(), acc.tolist()
 
 
+def _validate(stack: Stack, val, batch: int, k: int) -> list[dict]:
+    """Each member's val_loss and val_accuracy on its own seed's split; none without one."""
+    if val is None:
+        return [{} for _ in range(k)]
+    loss, acc = _evaluate(stack, *val, batch)
+    return [{"val_loss": lo, "val_accuracy": ac} for lo, ac in zip(loss, acc)]
+
+
 def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
     """Train runs that differ only in their seed together; each result as the loop engine's.
 
@@ -165,6 +173,8 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
     ys = torch.stack([p[1] for p in prepared])
     stack = Stack([p[2] for p in prepared])
     del prepared
+    vals = [validation_set(s, data) for s in unit]  # [K, V, ...]: each member's own split
+    val = (torch.stack([v[0] for v in vals]), torch.stack([v[1] for v in vals])) if spec.validation else None
     optimizer = make_optimizer(spec, stack.parameters())
     test_x = data.test_x.to(spec.device, DTYPES[spec.dtype])
     test_y = data.test_y.to(spec.device)
@@ -176,8 +186,9 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
     alive = list(range(k))  # unit positions of the members still training, in stack order
     train0 = _evaluate(stack, xs, ys, eval_batch)
     test0 = _evaluate(stack, test_x.expand(k, *test_x.shape), test_y.expand(k, -1), eval_batch)
+    val0 = _validate(stack, val, eval_batch, k)
     epochs = [[dict(epoch=0, train_loss=train0[0][i], train_accuracy=train0[1][i],
-                    test_loss=test0[0][i], test_accuracy=test0[1][i])] for i in range(k)]
+                    test_loss=test0[0][i], test_accuracy=test0[1][i], **val0[i])] for i in range(k)]
     losses, accs = [[] for _ in range(k)], [[] for _ in range(k)]
     status, diverged_step = ["done"] * k, [None] * k
     for epoch in range(1, spec.epochs + 1):
@@ -214,13 +225,15 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
             break
         if len(keep) < m:
             xs, ys, optimizer = _drop(stack, optimizer, spec, keep, xs, ys)
+            val = (val[0][keep], val[1][keep]) if val is not None else None
             alive = [alive[j] for j in keep]
         test = _evaluate(stack, test_x.expand(len(alive), *test_x.shape), test_y.expand(len(alive), -1),
                          eval_batch)
+        scores = _validate(stack, val, eval_batch, len(alive))
         for j, i in enumerate(alive):
             epochs[i].append(dict(epoch=epoch, train_loss=float(losses[i][-1].mean(dtype=np.float64)),
                                   train_accuracy=float(accs[i][-1].mean(dtype=np.float64)),
-                                  test_loss=test[0][j], test_accuracy=test[1][j]))
+                                  test_loss=test[0][j], test_accuracy=test[1][j], **scores[j]))
     wall = (time.perf_counter() - start) / k
     results = []
     for i, s in enumerate(unit):

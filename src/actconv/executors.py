@@ -204,6 +204,12 @@ def run_study(study: StudySpec, out_dir, *, jobs: int | str = 1, executor: str =
     if too_big:
         raise DataError(f"n_train {too_big[0]} exceeds the {study.dataset} training pool of "
                         f"{pool_size} images")
+    too_big = sorted({(s.validation + s.n_train, s.validation, s.n_train) for s in specs
+                      if s.validation + s.n_train > pool_size})
+    if too_big:
+        _, v, n = too_big[-1]
+        raise DataError(f"validation {v} + n_train {n} exceeds the {study.dataset} training pool of "
+                        f"{pool_size} images")
     if cuda and not has_cuda:
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     if executor == "ray":

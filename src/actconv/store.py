@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS diagnostics (
     run_id TEXT NOT NULL, epoch INTEGER, step INTEGER, layer TEXT, metric TEXT, value REAL);
 CREATE INDEX IF NOT EXISTS diagnostics_run ON diagnostics (run_id);
 """
+# Columns added after stores existed, with their value in earlier rows (None: NULL): a writer
+# adds the missing ones on open and a reader of an unchanged store sees that value, so stores
+# of an earlier actconv keep opening, reporting and resuming under the same schema version.
+ADDED_COLUMNS = {"epochs": {"val_loss": ("REAL", None), "val_accuracy": ("REAL", None)},
+                 "runs": {"validation": ("INTEGER", 0)}}
+EPOCH_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                 "val_loss", "val_accuracy"]
 
 
 @dataclass
@@ -130,6 +137,8 @@ class Store:
                     self._create_tables()
                     self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                                       (str(SCHEMA_VERSION),))
+            if create:
+                self._add_columns()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path} is not a readable SQLite store: {e}") from None
 
@@ -137,6 +146,15 @@ class Store:
         # executescript would commit the open transaction, so run the statements one by one.
         for statement in filter(str.strip, SCHEMA.split(";")):
             self.conn.execute(statement)
+
+    def _add_columns(self):
+        with self.transaction():  # checked inside: another driver may be adding them at this moment
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+                for name, (kind, earlier) in columns.items():
+                    if name not in have:
+                        default = "" if earlier is None else f" DEFAULT {earlier!r}"
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}{default}")
 
     def transaction(self):
         return _Transaction(self.conn)
@@ -176,8 +194,7 @@ class Store:
         batch_rows = [key + (int(e), int(st), float(lo), float(ac))
                       for e, st, lo, ac in zip(b.get("epoch", []), b.get("step", []), b.get("loss", []),
                                                b.get("accuracy", []))]
-        epoch_rows = [key + (e["epoch"], e["train_loss"], e["train_accuracy"], e["test_loss"],
-                             e["test_accuracy"]) for e in result.epochs]
+        epoch_rows = [key + tuple(e.get(c) for c in EPOCH_COLUMNS) for e in result.epochs]
         env = result.env or {}
         with self.transaction():
             current = self.conn.execute("SELECT status FROM runs WHERE run_id=?", (rid,)).fetchone()
@@ -185,7 +202,9 @@ class Store:
                 return  # another driver finished it meanwhile: its result stands
             for table in ("epochs", "batches", "diagnostics"):
                 self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
-            self.conn.executemany("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?,?,?)", epoch_rows)
+            self.conn.executemany(f"INSERT INTO epochs ({', '.join(KEY_COLUMNS + EPOCH_COLUMNS)}) "
+                                  f"VALUES ({', '.join('?' * (len(KEY_COLUMNS) + len(EPOCH_COLUMNS)))})",
+                                  epoch_rows)
             self.conn.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?)", batch_rows)
             self.conn.executemany("INSERT INTO diagnostics VALUES (?,?,?,?,?,?)",
                                   [(rid,) + tuple(d) for d in result.diagnostics])
@@ -270,7 +289,7 @@ def _run_row(study_name: str, s: RunSpec) -> dict:
                 normalize=s.normalize, stratify=int(s.stratify), epochs=s.epochs,
                 batch_size=s.batch_size, optimizer=s.optimizer, lr=s.lr, momentum=s.momentum,
                 weight_decay=s.weight_decay, engine=s.engine, device=s.device, dtype=s.dtype,
-                threads=s.threads, config_json=s.to_json())
+                threads=s.threads, validation=s.validation, config_json=s.to_json())
 
 
 def owner_id() -> str:
@@ -317,4 +336,8 @@ def load_results(out_dir) -> Results:
         raise StoreError(f"cannot read {store.path}: {e}") from None
     finally:
         store.close()
+    for table, frame in (("runs", runs), ("epochs", epochs)):  # a store of an earlier actconv
+        for name, (_, earlier) in ADDED_COLUMNS[table].items():
+            if name not in frame:
+                frame[name] = float("nan") if earlier is None else earlier
     return Results(runs, epochs, batches, diagnostics)

@@ -40,7 +40,7 @@ def prepare(spec: RunSpec, data: datasets.Data):
     set_threads(spec.threads)
     set_seed(spec.seed)
     device, dtype = torch.device(spec.device), DTYPES[spec.dtype]
-    idx = datasets.subset_indices(data.train_y, spec.seed, spec.n_train, spec.stratify)
+    idx = datasets.subset_indices(data.train_y, spec.seed, spec.n_train, spec.stratify, spec.validation)
     x, y = data.train_x[idx].to(device, dtype), data.train_y[idx].to(device)
     torch.manual_seed(generator(spec.seed, "init").initial_seed())
     m = spec.model_spec
@@ -51,6 +51,25 @@ def prepare(spec: RunSpec, data: datasets.Data):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y, model
+
+
+def validation_set(spec: RunSpec, data: datasets.Data):
+    """The seed's held-out validation images and labels on the device; None without a split."""
+    if not spec.validation:
+        return None
+    idx = datasets.validation_indices(data.train_y, spec.seed, spec.validation, spec.stratify)
+    x = data.train_x[idx].to(spec.device, DTYPES[spec.dtype])
+    if spec.model_spec.kind == "tinyvgg":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, data.train_y[idx].to(spec.device)
+
+
+def validate(model, val, batch: int) -> dict:
+    """val_loss and val_accuracy on the validation split; none without one (stored as NULL)."""
+    if val is None:
+        return {}
+    loss, acc = evaluate(model, *val, batch)
+    return {"val_loss": loss, "val_accuracy": acc}
 
 
 @torch.inference_mode()
@@ -80,11 +99,12 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
     n, bs = spec.n_train, spec.batch_size
     steps = math.ceil(n / bs)  # the last batch is partial, as DataLoader's default
     diag = diagnostics.Recorder(spec, model, data) if spec.diagnostics else None  # probes epoch 0
+    val = validation_set(spec, data)
 
     train_loss, train_acc = evaluate(model, x, y, eval_batch)
     test_loss, test_acc = evaluate(model, test_x, test_y, eval_batch)
     epochs = [dict(epoch=0, train_loss=train_loss, train_accuracy=train_acc,
-                   test_loss=test_loss, test_accuracy=test_acc)]
+                   test_loss=test_loss, test_accuracy=test_acc, **validate(model, val, eval_batch))]
     losses, accs = [], []
     status, diverged_step = "done", None
     for epoch in tqdm(range(1, spec.epochs + 1), desc=f"{spec.model}/{spec.activation}",
@@ -118,7 +138,7 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
         test_loss, test_acc = evaluate(model, test_x, test_y, eval_batch)
         epochs.append(dict(epoch=epoch, train_loss=float(epoch_losses.mean(dtype=np.float64)),
                            train_accuracy=float(epoch_accs.mean(dtype=np.float64)),
-                           test_loss=test_loss, test_accuracy=test_acc))
+                           test_loss=test_loss, test_accuracy=test_acc, **validate(model, val, eval_batch)))
     loss_arr = np.concatenate(losses) if losses else np.empty(0, np.float32)
     step = np.arange(1, len(loss_arr) + 1)
     batches = dict(epoch=(step - 1) // steps + 1, step=step, loss=loss_arr.astype(np.float64),
