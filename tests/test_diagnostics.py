@@ -372,7 +372,7 @@ def test_report_shows_gallery_first_and_the_mechanisms(tiny_study):
     assert list(m2["scope"]) == ["mlp_original, logits in (-1, 1)", "mlp_original, logits in (0, 1)"]
     assert table.count("<strong>(m2)</strong>") == 2 and "= 1.461 nats" in table
     assert "= 0.797 nats" in table
-    assert set(csv["id"]) == {"m1", "m2", "m3"} and table.count("<tr>") == len(csv)
+    assert set(csv["id"]) == {"m1", "m2", "m3"} and table.count("<tr><td>") == len(csv)
     for verdict in csv["verdict"]:
         assert f">{verdict}</span>" in table
     assert "id='papers'" not in page  # not a paper preset
