@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import actconv
-from actconv import config, diagnostics as D
+from actconv import claims, config, diagnostics as D
 from actconv.cli import build_parser, study_from_args
 from actconv.config import ModelSpec, RunSpec
 from actconv.seeding import generator
@@ -260,12 +260,16 @@ FLAT = {("s1", "sigmoid", 1): [2.3, 2.29], ("s2", "sigmoid", 2): [2.3, 2.28],
         ("r1", "relu", 1): [2.3, 0.5], ("r2", "relu", 2): [2.3, 0.6]}
 
 
+def mechanisms(results):
+    return claims.evaluate(results, claims.MECHANISMS)
+
+
 def m(findings, ident):
     return findings[findings["id"] == ident].iloc[0]
 
 
 def test_sigmoid_flatness_is_not_blamed_on_saturation_without_measurements():
-    f = m(D.mechanism_findings(results_for(FLAT)), "m1")
+    f = m(mechanisms(results_for(FLAT)), "m1")
     assert f["verdict"] == "inconclusive" and "--diagnostics" in f["evidence"]
 
 
@@ -278,22 +282,22 @@ def test_measured_saturation_supports_the_mechanism_and_its_absence_does_not():
                                     for metric, v in (("saturated", s), ("act_mean", 0.5))})
             rows += [dict(run_id=rid, epoch=1, step=1, layer=D.RATIO, metric="grad_ratio", value=1.0)]
         return rows
-    f = m(D.mechanism_findings(results_for(FLAT, probe(0.6))), "m1")
+    f = m(mechanisms(results_for(FLAT, probe(0.6))), "m1")
     assert f["verdict"] == "supported" and "60.0%" in f["evidence"]
-    f = m(D.mechanism_findings(results_for(FLAT, probe(0.0))), "m1")
+    f = m(mechanisms(results_for(FLAT, probe(0.0))), "m1")
     assert f["verdict"] == "not supported" and "Neither saturation nor vanishing" in f["evidence"]
     learning = {**FLAT, ("s1", "sigmoid", 1): [2.3, 1.0], ("s2", "sigmoid", 2): [2.3, 1.1]}
-    f = m(D.mechanism_findings(results_for(learning, probe(0.6))), "m1")
+    f = m(mechanisms(results_for(learning, probe(0.6))), "m1")
     assert f["verdict"] == "not supported" and "not flat" in f["evidence"]
 
 
 def test_squashed_logits_finding_shows_the_floor():
-    f = D.mechanism_findings(results_for(FLAT, activate_logits=1))
+    f = mechanisms(results_for(FLAT, activate_logits=1))
     row = m(f, "m2")
     assert row["verdict"] == "supported" and "(0, 1)" in row["scope"]
     assert "1.461" in row["evidence"]  # log(1 + 9/e)
     tanh = results_for({("t1", "tanh", 1): [2.3, 1.5], ("r1", "relu", 1): [2.3, 0.2]}, activate_logits=1)
-    row = m(D.mechanism_findings(tanh), "m2")
+    row = m(mechanisms(tanh), "m2")
     assert "0.797" in row["evidence"] and "(-1, 1)" in row["scope"]
 
 
@@ -302,11 +306,11 @@ def test_selu_self_normalisation_verdicts():
     near = diag_rows("a", {(e, f"layer{k}", metric): v for e in (0, 1) for k in (1, 2)
                            for metric, v in (("act_mean", 0.05), ("act_std", 1.05))})
     selu = results_for(curves, near, init="lecun_normal", normalize="standard")
-    f = m(D.mechanism_findings(selu), "m3")
+    f = m(mechanisms(selu), "m3")
     assert f["verdict"] == "supported"
     far = diag_rows("a", {(e, f"layer{k}", metric): v for e in (0, 1) for k in (1, 2)
                           for metric, v in (("act_mean", -0.05), ("act_std", 0.2))})
-    f = m(D.mechanism_findings(results_for(curves, far)), "m3")
+    f = m(mechanisms(results_for(curves, far)), "m3")
     assert f["verdict"] == "not supported" and "LeCun-normal" in f["evidence"]
 
 
@@ -361,6 +365,14 @@ def test_report_shows_gallery_first_and_the_mechanisms(tiny_study):
     out, res = tiny_study
     page = write_report(out, res).read_text()
     assert page.index("id='gallery'") < page.index("id='status'")
-    assert "id='mechanisms'" in page and "(m2)" in page and "1.461" in page
+    # the method section always quotes the floor: look inside the mechanisms table only
+    table = page.split("<table id='mechanisms'")[1].split("</table>")[0]
+    csv = pd.read_csv(out / "report" / "mechanisms.csv")
+    m2 = csv[csv["id"] == "m2"]
+    assert list(m2["scope"]) == ["mlp_original, logits in (-1, 1)", "mlp_original, logits in (0, 1)"]
+    assert table.count("<strong>(m2)</strong>") == 2 and "= 1.461 nats" in table
+    assert "= 0.797 nats" in table
+    assert set(csv["id"]) == {"m1", "m2", "m3"} and table.count("<tr><td>") == len(csv)
+    for verdict in csv["verdict"]:
+        assert f">{verdict}</span>" in table
     assert "id='papers'" not in page  # not a paper preset
-    assert (out / "report" / "mechanisms.csv").exists()

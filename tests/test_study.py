@@ -257,8 +257,14 @@ def test_unwritable_output_and_bad_store_leave_things_alone(tmp_path, capsys):
 
 
 def test_example_study_file_runs(tmp_path):
+    """The shipped example study, shrunk to one seed, size and epoch of each grid, trains."""
     study = config.load_study(os.path.join(os.path.dirname(__file__), "..", "examples", "study.toml"))
     assert len(study.runs()) > 0
+    small = config.with_overrides(study, seeds=[1], n_train=[64], epochs=1, hidden_units=4)
+    out = actconv.run_study(small, tmp_path, progress=False)
+    assert out.counts.get("done") == out.total == len(small.runs())
+    res = actconv.load_results(tmp_path)
+    assert set(res.epochs["epoch"]) == {0, 1} and len(res.runs) == out.total
 
 
 @pytest.mark.skipif(os.path.exists("/dev/nvidiactl"), reason="a GPU machine may have CUDA")

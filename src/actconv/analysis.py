@@ -1,8 +1,9 @@
-"""Pure functions on the long tables: convergence metrics, fits, statistics, spikes, findings.
+"""Pure functions on the long tables: convergence metrics, fits, statistics, spikes.
 
-Nothing here reads or writes files. Every function takes DataFrames of the data contract
-(docs in DESIGN.md: `runs`, `epochs`, `batches`) and returns a new DataFrame; its
-docstring names the columns it needs. Statistics over seeds take `{condition: values}`.
+Nothing here reads or writes files, and nothing here judges a claim (that is `claims/`).
+Every function takes DataFrames of the data contract (docs in DESIGN.md: `runs`, `epochs`,
+`batches`) and returns a new DataFrame; its docstring names the columns it needs.
+Statistics over seeds take `{condition: values}`.
 """
 import dataclasses
 import math
@@ -14,18 +15,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .activations import BOUNDED_RANGE, logit_loss_floor
+from .activations import BOUNDED_RANGE, logit_loss_floor  # noqa: F401  (plots and the report use them)
+from .tables import CONFIG_KEYS, RUN_KEYS, fmt, need  # noqa: F401  (fmt: the report uses it)
 
-RUN_KEYS = ["run_id", "model", "activation", "seed", "n_train"]
-CONFIG_KEYS = ["model", "activation", "n_train"]
-N_CLASSES = 10
 # Below this many seeds a bootstrap interval is too coarse (5 values have few distinct
 # resamples), so a t-interval is used instead; rliable bootstraps from 5 runs up as well.
 MIN_BOOTSTRAP = 5
 # A flat loss series has MAD 0, which would make every wiggle a spike: floor it at 1% of
 # the baseline.
 MAD_FLOOR = 0.01
-VERDICTS = ("supported", "not supported", "inconclusive")
 
 
 # -- per run ---------------------------------------------------------------------------
@@ -65,7 +63,7 @@ def run_metrics(epochs: pd.DataFrame, batches: pd.DataFrame | None = None, *,
     `steps_to_threshold` is the first step at which the mean of the last `smooth` batch
     losses falls below `threshold`, NaN with `reached` False when that never happens.
     """
-    _need(epochs, "epochs", RUN_KEYS + ["epoch", "train_loss", "train_accuracy", "test_loss",
+    need(epochs, "epochs", RUN_KEYS + ["epoch", "train_loss", "train_accuracy", "test_loss",
                                         "test_accuracy"])
     e = epochs.sort_values(["run_id", "epoch"])
     keys = e.groupby("run_id", sort=True)[RUN_KEYS[1:]].first()
@@ -96,7 +94,7 @@ def _trapezoid_by_run(e: pd.DataFrame, col: str) -> pd.Series:
 
 def _steps_to_threshold(batches: pd.DataFrame, threshold: float, smooth: int) -> pd.DataFrame:
     """First step whose trailing mean of `smooth` losses is below `threshold`."""
-    _need(batches, "batches", ["run_id", "step", "loss"])
+    need(batches, "batches", ["run_id", "step", "loss"])
     if smooth < 1:
         raise ValueError(f"smooth must be a positive number of batches, got {smooth}")
     b = batches.sort_values(["run_id", "step"])
@@ -120,8 +118,8 @@ def batch_fit(epochs: pd.DataFrame, batches: pd.DataFrame) -> pd.DataFrame:
     seed, n_train, step, loss. The points are (0, epoch-0 train loss) then (step, loss)
     for every finite batch loss; slope and intercept are `np.polyfit(x, y, 1)`.
     """
-    _need(epochs, "epochs", ["run_id", "epoch", "train_loss"])
-    _need(batches, "batches", RUN_KEYS + ["step", "loss"])
+    need(epochs, "epochs", ["run_id", "epoch", "train_loss"])
+    need(batches, "batches", RUN_KEYS + ["step", "loss"])
     start = epochs[epochs["epoch"] == 0].set_index("run_id")["train_loss"]
     rows = []
     for rid, b in batches.sort_values(["run_id", "step"]).groupby("run_id", sort=True):
@@ -154,7 +152,7 @@ def epoch_fits(epochs: pd.DataFrame, *, curves=("train_loss", "test_loss"), firs
     and its `confidence` interval (t with n-2 degrees of freedom, as scipy's linregress
     gives the standard error); stderr and interval are NaN below three points.
     """
-    _need(epochs, "epochs", RUN_KEYS + ["epoch", *curves])
+    need(epochs, "epochs", RUN_KEYS + ["epoch", *curves])
     e = epochs[epochs["epoch"] >= first_epoch].sort_values(["run_id", "epoch"])
     rows = []
     for rid, g in e.groupby("run_id", sort=True):
@@ -188,13 +186,13 @@ def interval_estimates(scores: Mapping[str, object], *, confidence: float = 0.95
     The interval is a t-interval below 5 values and a percentile bootstrap of the mean
     (`n_boot` resamples, fixed `seed`) from 5 up; with one value there is none.
     """
-    rows = {c: _interval(v, confidence, n_boot, seed) for c, v in scores.items()}
+    rows = {c: interval(v, confidence, n_boot, seed) for c, v in scores.items()}
     return pd.DataFrame.from_dict(rows, orient="index",
                                   columns=["n", "mean", "sd", "low", "high", "method", "note"])
 
 
-def _interval(values, confidence=0.95, n_boot=2000, seed=0) -> tuple:
-    """(n, mean, sd, low, high, method, note) for one condition."""
+def interval(values, confidence=0.95, n_boot=2000, seed=0) -> tuple:
+    """(n, mean, sd, low, high, method, note) of one condition's values (see interval_estimates)."""
     v = np.asarray(values, dtype=float).ravel()
     v = v[np.isfinite(v)]
     n = len(v)
@@ -228,12 +226,12 @@ def aggregate(per_run: pd.DataFrame, metrics=None, *, by=CONFIG_KEYS, confidence
         skip = set(by) | {"seed", "run_id", "final_epoch", "reached"}
         metrics = [c for c in per_run.columns
                    if c not in skip and pd.api.types.is_numeric_dtype(per_run[c])]
-    _need(per_run, "per_run", by + list(metrics))
+    need(per_run, "per_run", by + list(metrics))
     rows = []
     for key, g in per_run.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         for m in metrics:
-            n, mean, sd, low, high, method, note = _interval(g[m], confidence, n_boot, seed)
+            n, mean, sd, low, high, method, note = interval(g[m], confidence, n_boot, seed)
             rows.append((*key, m, n, mean, sd, low, high, method, note))
     return pd.DataFrame(rows, columns=by + ["metric", "n_seeds", "mean", "sd", "low", "high",
                                             "method", "note"])
@@ -247,11 +245,11 @@ def curve_intervals(epochs: pd.DataFrame, columns=("train_loss", "test_loss"), *
     n_seeds, mean, low, high (t-interval below 5 seeds, bootstrap from 5).
     """
     by = list(by)
-    _need(epochs, "epochs", by + ["epoch", *columns])
+    need(epochs, "epochs", by + ["epoch", *columns])
     rows = []
     for key, g in epochs.groupby(by + ["epoch"], sort=True):
         for c in columns:
-            n, mean, _, low, high, _, _ = _interval(g[c], confidence, 500, 0)
+            n, mean, _, low, high, _, _ = interval(g[c], confidence, 500, 0)
             rows.append((*key, c, n, mean, low, high))
     return pd.DataFrame(rows, columns=by + ["epoch", "column", "n_seeds", "mean", "low", "high"])
 
@@ -277,7 +275,7 @@ def rank_activations(per_run: pd.DataFrame, metric: str = "final_test_loss", *,
     (1 = every seed ranks alike, 0 = no agreement).
     """
     by = list(by)
-    _need(per_run, "per_run", by + ["activation", "seed", metric])
+    need(per_run, "per_run", by + ["activation", "seed", metric])
     out = []
     for key, g in per_run.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -348,7 +346,7 @@ def paired_comparisons(per_run: pd.DataFrame, metric: str = "final_test_loss", *
     Needs `per_run`: the `by` columns, activation, seed and `metric`.
     """
     by = list(by)
-    _need(per_run, "per_run", by + ["activation", "seed", metric])
+    need(per_run, "per_run", by + ["activation", "seed", metric])
     out = []
     for key, g in per_run.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -384,13 +382,13 @@ def detect_spikes(batches: pd.DataFrame, epochs: pd.DataFrame | None = None, *, 
     epoch rose by at most `test_tolerance` (relative) over the epoch before. An infinite
     loss is a spike; a NaN loss is not judged.
     """
-    _need(batches, "batches", RUN_KEYS + ["epoch", "step", "loss"])
+    need(batches, "batches", RUN_KEYS + ["epoch", "step", "loss"])
     if window < 1 or min_history < 1 or min_history > window:
         raise ValueError(f"need 1 <= min_history <= window, got min_history={min_history}, "
                          f"window={window}")
     tests = None
     if epochs is not None:
-        _need(epochs, "epochs", ["run_id", "epoch", "test_loss"])
+        need(epochs, "epochs", ["run_id", "epoch", "test_loss"])
         tests = epochs.set_index(["run_id", "epoch"])["test_loss"]
     rows = []
     for rid, b in batches.sort_values(["run_id", "step"]).groupby("run_id", sort=True):
@@ -455,331 +453,3 @@ def _running_baseline(loss: np.ndarray, window: int, min_history: int):
     base[ok] = med
     mad[ok] = np.maximum(dev, MAD_FLOOR * np.abs(med))
     return base, mad
-
-
-# -- the original findings ---------------------------------------------------------------
-
-CLAIMS = {
-    "a": "SELU starts with a higher training loss than the other activations",
-    "b": "SELU ends among the lowest train and test losses",
-    "c": "No overfitting for any activation (generalisation gap small and not growing)",
-    "d": "Sigmoid's loss regression lines are almost flat in the MLP",
-    "e": "Sigmoid stagnates in TinyVGG too",
-    "f": "Single-batch loss explosions leave the epoch losses unchanged",
-}
-
-
-def findings(results, *, margin: float = 0.05, gap_tolerance: float = 0.1,
-             flat_ratio: float = 0.25, stagnation_drop: float = 0.1, spike_k: float = 10.0,
-             spike_window: int = 50, confidence: float = 0.95) -> pd.DataFrame:
-    """The original study's claims checked against a study's data, one verdict per scope.
-
-    Needs `results.runs` (run_id, status, model, model_kind, activate_logits),
-    `results.epochs` and `results.batches` (data contract). Only finished runs count
-    ('done'; the spike check also reads 'diverged'). Columns: id, claim, scope, verdict
-    (supported / not supported / inconclusive), evidence (the numbers behind it).
-    Thresholds: a start-loss difference under `margin` nats is none; a gap above
-    `gap_tolerance` nats that grows is overfitting; a slope
-    within `flat_ratio` x the other activations' median slope is flat; a relative drop
-    in train loss below `stagnation_drop` is stagnation; spikes use `spike_k`, `spike_window`.
-    """
-    runs = results.runs
-    _need(runs, "runs", ["run_id", "status", "model", "model_kind", "activate_logits"])
-    meta = runs.set_index("run_id")[["status", "model_kind", "activate_logits"]]
-    done_ids = meta.index[meta["status"] == "done"]
-    epochs = results.epochs[results.epochs["run_id"].isin(done_ids)]
-    per_run = (run_metrics(epochs) if len(epochs) else
-               pd.DataFrame(columns=RUN_KEYS + ["start_loss", "final_train_loss", "final_test_loss"]))
-    per_run = per_run.join(meta, on="run_id")
-    rows = []
-    models = sorted(per_run["model"].unique()) if len(per_run) else []
-    for model in models or ["(none)"]:
-        pr = per_run[per_run["model"] == model]
-        rows.append(("a", model, *_claim_a(pr, confidence, margin, _absent(runs, model, "selu"))))
-    for model in models or ["(none)"]:
-        rows.append(("b", model, *_claim_b(per_run[per_run["model"] == model],
-                                           _absent(runs, model, "selu"))))
-    for model in models or ["(none)"]:
-        rows.append(("c", model, *_claim_c(epochs[epochs["model"] == model], gap_tolerance,
-                                           confidence)))
-    fits = epoch_fits(epochs, confidence=confidence) if len(epochs) else None
-    mlp = per_run[per_run["model_kind"] == "mlp"]
-    for on_logits, label in ((1, "activation on the logits"), (0, "linear logits")):
-        labels = sorted(mlp.loc[mlp["activate_logits"].fillna(0).astype(int) == on_logits, "model"]
-                        .unique())
-        if not labels:
-            rows.append(("d", f"MLP, {label}", "inconclusive",
-                         f"no finished MLP runs with {label} in this study"))
-        for m in labels:
-            rows.append(("d", f"{m} ({label})",
-                         *_claim_d(fits[fits["model"] == m], per_run[per_run["model"] == m],
-                                   on_logits, flat_ratio, confidence,
-                                   _absent(runs, m, "sigmoid"))))
-    vgg = sorted(per_run.loc[per_run["model_kind"] == "tinyvgg", "model"].unique())
-    if not vgg:
-        rows.append(("e", "TinyVGG", "inconclusive", "no finished TinyVGG runs in this study"))
-    for m in vgg:
-        rows.append(("e", m, *_claim_e(per_run[per_run["model"] == m], stagnation_drop, confidence,
-                                       _absent(runs, m, "sigmoid"))))
-    finished = meta.index[meta["status"].isin(["done", "diverged"])]
-    batches = results.batches[results.batches["run_id"].isin(finished)]
-    rows.append(("f", "all models", *_claim_f(batches, results.epochs, meta, spike_k,
-                                              spike_window)))
-    out = pd.DataFrame(rows, columns=["id", "scope", "verdict", "evidence"])
-    out.insert(1, "claim", out["id"].map(CLAIMS))
-    return out
-
-
-def _seed_note(n: int) -> str:
-    return {0: "no seeds; ", 1: "one seed: no interval; ",
-            2: "two seeds: the interval is wide; "}.get(n, "")
-
-
-def _interval_text(n, mean, low, high, unit="") -> str:
-    if n >= 2:
-        return f"{fmt(mean)}{unit} [95% CI {fmt(low)}, {fmt(high)}] over {n} seeds"
-    return f"{fmt(mean)}{unit} ({n} seed{'s' if n != 1 else ''}, no interval)"
-
-
-def _absent(runs: pd.DataFrame, model: str, activation: str) -> str:
-    """Why an activation has no finished runs in a model, with its run statuses."""
-    r = runs[(runs["model"] == model) & (runs["activation"] == activation)]
-    if r.empty:
-        return f"no {activation} runs for {model} in this study"
-    counts = r["status"].value_counts()
-    return (f"no finished {activation} runs for {model} ("
-            + ", ".join(f"{n} {st}" for st, n in counts.items()) + ")")
-
-
-def _claim_a(pr: pd.DataFrame, confidence: float, margin: float, absent: str):
-    if "selu" not in set(pr["activation"]):
-        return "inconclusive", absent
-    if pr["activation"].nunique() < 2:
-        return "inconclusive", "SELU is the only activation: nothing to compare with"
-    cells, highest = [], 0
-    for (n_train, seed), g in pr.groupby(["n_train", "seed"]):
-        s = g.loc[g["activation"] == "selu", "start_loss"]
-        others = g.loc[g["activation"] != "selu"].groupby("activation")["start_loss"].mean()
-        if len(s) and len(others):
-            cells.append((n_train, seed, float(s.iloc[0]) - float(others.median())))
-            highest += bool(float(s.iloc[0]) > others.max())
-    if not cells:
-        return "inconclusive", "SELU and the other activations never share a seed and subset size"
-    d = pd.DataFrame(cells, columns=["n_train", "seed", "diff"]).groupby("seed")["diff"].mean()
-    n, mean, _, low, high, _, _ = _interval(d, confidence)
-    selu = pr.loc[pr["activation"] == "selu", "start_loss"].mean()
-    other = pr.loc[pr["activation"] != "selu"].groupby("activation")["start_loss"].mean()
-    if n < 2:
-        verdict = "inconclusive"
-    elif low > 0 and mean > margin:
-        verdict = "supported"
-    elif high < margin:  # at most negligibly higher
-        verdict = "not supported"
-    else:
-        verdict = "inconclusive"
-    ev = (f"{_seed_note(n)}epoch-0 train loss: SELU {fmt(selu)} vs median of "
-          f"{len(other)} others {fmt(other.median())}; SELU minus others' median: "
-          f"{_interval_text(n, mean, low, high)} (under {margin:g} nats counts as no "
-          f"difference); SELU highest of all in {highest}/{len(cells)} seed x subset cells")
-    return verdict, ev
-
-
-def _claim_b(pr: pd.DataFrame, absent: str):
-    if "selu" not in set(pr["activation"]):
-        return "inconclusive", absent
-    hits, cells, ranks = 0, 0, {"final_train_loss": [], "final_test_loss": []}
-    n_act = pr["activation"].nunique()
-    if n_act < 3:
-        return "inconclusive", f"only {n_act} activation(s): 'among the lowest' needs at least 3"
-    for _, g in pr.groupby(["n_train", "seed"]):
-        for metric in ranks:
-            vals = g.groupby("activation")[metric].mean()
-            vals = vals[np.isfinite(vals)]
-            if "selu" not in vals.index or len(vals) < 3:
-                continue
-            rank = vals.rank(method="min")["selu"]
-            top = math.ceil(len(vals) / 3)
-            ranks[metric].append((rank, len(vals)))
-            hits += bool(rank <= top)
-            cells += 1
-    n_seeds = pr.loc[pr["activation"] == "selu", "seed"].nunique()
-    if not cells:
-        return "inconclusive", "no seed and subset size where SELU and two others all finished"
-    share = hits / cells
-    parts = []
-    for metric, label in (("final_train_loss", "train"), ("final_test_loss", "test")):
-        r = ranks[metric]
-        if r:
-            parts.append(f"final {label} loss: SELU's mean rank {np.mean([x for x, _ in r]):.1f} "
-                         f"of {max(m for _, m in r)}")
-    ev = (f"{_seed_note(n_seeds)}SELU in the lowest third in {hits}/{cells} seed x subset x "
-          f"(train, test) cells ({share:.0%}); " + "; ".join(parts))
-    if n_seeds < 2:
-        return "inconclusive", ev
-    verdict = "supported" if share >= 0.75 else "not supported" if share <= 0.25 else "inconclusive"
-    return verdict, ev
-
-
-def _claim_c(e: pd.DataFrame, gap_tolerance: float, confidence: float):
-    trained = e[e["epoch"] >= 1].assign(gap=lambda d: d["test_loss"] - d["train_loss"])
-    if trained.empty:
-        return "inconclusive", "no trained epochs"
-    per_run = []
-    for rid, g in trained.groupby("run_id"):
-        g = g[np.isfinite(g["gap"])]
-        slope = (stats.linregress(g["epoch"], g["gap"]).slope
-                 if len(g) >= 2 and np.ptp(g["epoch"]) > 0 else np.nan)
-        last = g.loc[g["epoch"].idxmax()] if len(g) else None
-        per_run.append((g["activation"].iloc[0] if len(g) else None,
-                        g["n_train"].iloc[0] if len(g) else None,
-                        float(last["gap"]) if last is not None else np.nan, slope))
-    pr = pd.DataFrame(per_run, columns=["activation", "n_train", "gap", "slope"]).dropna(
-        subset=["activation"])
-    over, evaluable, worst = [], 0, None
-    for (act, n_train), g in pr.groupby(["activation", "n_train"]):
-        n, mean_slope, _, low, high, _, _ = _interval(g["slope"], confidence)
-        gap = g["gap"].mean()
-        if worst is None or gap > worst[2]:
-            worst = (act, n_train, gap, mean_slope, low, high, n)
-        if n < 2:
-            continue
-        evaluable += 1
-        if gap > gap_tolerance and low > 0:
-            over.append(f"{act} n={n_train}: gap {fmt(gap)}, growing {fmt(mean_slope)}/epoch "
-                        f"[{fmt(low)}, {fmt(high)}]")
-    total = len(pr.groupby(["activation", "n_train"]))
-    head = (f"final gap (test minus train loss) up to {fmt(worst[2])} nats ({worst[0]}, "
-            f"n={worst[1]}; gap slope {_interval_text(worst[6], worst[3], worst[4], worst[5], '/epoch')})"
-            if worst else "")
-    if over:
-        return "not supported", (f"{len(over)}/{evaluable} configurations overfit (gap > "
-                                 f"{gap_tolerance} nats and growing): " + "; ".join(over[:6]))
-    if evaluable == 0:
-        return "inconclusive", (f"no configuration with 2+ seeds and 2+ trained epochs; {head}")
-    missing = total - evaluable
-    return "supported", (f"in none of {evaluable} configurations is the gap both above "
-                         f"{gap_tolerance} nats and growing; {head}"
-                         + (f"; {missing} configurations with one seed not judged" if missing else ""))
-
-
-def _claim_d(fits, pr, on_logits: int, flat_ratio: float, confidence: float, absent: str):
-    if fits is None or "sigmoid" not in set(pr["activation"]):
-        return "inconclusive", absent
-    if pr["activation"].nunique() < 2:
-        return "inconclusive", "sigmoid is the only activation: nothing to compare with"
-    cells, parts = [], []
-    for (curve, n_train), g in fits.groupby(["curve", "n_train"], sort=False):
-        sig = g.loc[g["activation"] == "sigmoid", "slope"]
-        others = g.loc[g["activation"] != "sigmoid"].groupby("activation")["slope"].mean()
-        if sig.empty or others.empty:
-            continue
-        band = flat_ratio * abs(float(others.median()))
-        n, mean, _, low, high, _, _ = _interval(sig, confidence)
-        if n < 2:
-            v = "inconclusive"
-        elif -band <= low and high <= band:
-            v = "supported"
-        elif low > band or high < -band:
-            v = "not supported"
-        else:
-            v = "inconclusive"
-        cells.append(v)
-        ci = f" [{fmt(low)}, {fmt(high)}]" if n >= 2 else " (one seed)"
-        parts.append(f"{curve.replace('_loss', '')} n={n_train}: sigmoid {fmt(mean)}{ci} vs "
-                     f"others' median {fmt(others.median())} (flat band ±{fmt(band)})")
-    if not cells:
-        return "inconclusive", "sigmoid and other activations never share a subset size"
-    n_seeds = pr.loc[pr["activation"] == "sigmoid", "seed"].nunique()
-    verdict = _majority(cells)
-    ev = (f"{_seed_note(n_seeds)}slope of epoch loss (nats/epoch, epochs 0..end): " + "; ".join(parts))
-    if len(set(cells)) > 1:
-        ev += f" — cells disagree ({', '.join(f'{cells.count(v)} {v}' for v in VERDICTS if v in cells)})"
-    if on_logits:
-        lo, hi = BOUNDED_RANGE["sigmoid"]
-        floor = logit_loss_floor(lo, hi)
-        final = pr.loc[pr["activation"] == "sigmoid", "final_train_loss"].mean()
-        start = pr.loc[pr["activation"] == "sigmoid", "start_loss"].mean()
-        ev += (f". Sigmoid on the logits keeps them in (0, 1), so cross-entropy cannot fall "
-               f"below {floor:.3f} nats on {N_CLASSES} classes; sigmoid's final train loss is "
-               f"{fmt(final)}")
-        if final - floor < 0.25 * (start - floor):
-            ev += ", pinned near that floor: the flat line is the bound, not only saturation"
-        else:
-            ev += ", well above that floor: the bound does not explain the flat line"
-    return verdict, ev
-
-
-def _majority(cells: list) -> str:
-    """One verdict from several cells: unanimous, or 3 in 4 with none saying the opposite."""
-    for v, opposite in (("supported", "not supported"), ("not supported", "supported")):
-        if cells.count(v) >= 0.75 * len(cells) and opposite not in cells:
-            return v
-    return "inconclusive"
-
-
-def _claim_e(pr: pd.DataFrame, stagnation_drop: float, confidence: float, absent: str):
-    if "sigmoid" not in set(pr["activation"]):
-        return "inconclusive", absent
-    drop = (pr["start_loss"] - pr["final_train_loss"]) / pr["start_loss"]
-    pr = pr.assign(drop=drop)
-    sig = pr[pr["activation"] == "sigmoid"].groupby("seed")["drop"].mean()
-    n, mean, _, low, high, _, _ = _interval(sig, confidence)
-    others = pr[pr["activation"] != "sigmoid"].groupby("activation")["drop"].mean()
-    acc = pr.loc[pr["activation"] == "sigmoid", "final_test_accuracy"].mean()
-    ev = (f"{_seed_note(n)}relative fall of train loss from epoch 0 to the end: sigmoid "
-          f"{_interval_text(n, mean, low, high)}; stagnation means below {stagnation_drop:.0%}"
-          + (f"; median of {len(others)} others {fmt(others.median())}" if len(others) else "")
-          + f"; sigmoid's final test accuracy {acc:.1%}")
-    if n < 2:
-        return "inconclusive", ev
-    verdict = ("supported" if high < stagnation_drop else
-               "not supported" if low > stagnation_drop else "inconclusive")
-    return verdict, ev
-
-
-def _claim_f(batches, epochs, meta, k: float, window: int):
-    if batches.empty:
-        return "inconclusive", "no batch losses stored"
-    spikes = detect_spikes(batches, epochs, k=k, window=window)
-    n_runs = batches["run_id"].nunique()
-    models = ", ".join(sorted(batches["model"].unique()))
-    if spikes.empty:
-        return "not supported", (f"no batch loss above median + {k:g} x MAD of its previous "
-                                 f"{window} in {n_runs} runs ({models})")
-    spikes = spikes.join(meta["status"], on="run_id")
-    kept = spikes["recovered"] & spikes["test_unchanged"].fillna(False).astype(bool) & (
-        spikes["status"] == "done")
-    by_act = spikes.assign(kept=kept).groupby("activation").agg(
-        n=("step", "size"), runs=("run_id", "nunique"), top=("loss", "max"), kept=("kept", "sum"))
-    listing = "; ".join(f"{r.Index}: {r.n} in {r.runs} run(s), highest {fmt(r.top)}, "
-                        f"{int(r.kept)} left the epoch test loss unchanged"
-                        for r in by_act.sort_values("top", ascending=False).itertuples())
-    moved = int(spikes["moved"].sum())
-    share = kept.mean()
-    ev = (f"{len(spikes)} spike(s) (> median + {k:g} x MAD of the previous {window} losses) in "
-          f"{spikes['run_id'].nunique()}/{n_runs} runs ({models}); {kept.sum()} ({share:.0%}) "
-          f"recovered with the test loss after their epoch not up by more than 10%; "
-          f"{moved} pulled their epoch's mean batch loss beyond 2 standard errors. By activation: "
-          + listing)
-    return ("supported" if share >= 0.5 else "not supported"), ev
-
-
-# -- helpers -----------------------------------------------------------------------------
-
-def _need(df: pd.DataFrame, name: str, columns) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} lacks column(s) {', '.join(missing)}; it has: "
-                         f"{', '.join(map(str, df.columns))}")
-
-
-def fmt(x) -> str:
-    """A number for evidence text: 3 significant digits, scientific when huge or tiny."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    x = float(x)
-    if not math.isfinite(x):
-        return "inf" if x > 0 else "-inf"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.2e}"
-    return f"{x:#.3g}".rstrip(".")

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis, diagnostics, plots
+from . import analysis, claims, diagnostics, plots
 from .activations import FAMILIES
 from .errors import ActconvError
 from .export import export  # noqa: F401  (it lived here; export.py now holds every format)
+from .tables import CONFIG_KEYS, fmt
 
 STATUSES = ("done", "diverged", "failed", "running", "pending")
 # What the summary aggregates across seeds, in the order a reader wants them.
@@ -86,9 +87,10 @@ def _analyse(results, spike_k, spike_window, threshold) -> dict:
         t["batch_fits"] = analysis.batch_fit(epochs, batches)
     t["spikes"] = (analysis.detect_spikes(spiky, results.epochs, k=spike_k, window=spike_window)
                    if len(spiky) else pd.DataFrame(columns=analysis.SPIKE_COLUMNS))
-    t["findings"] = analysis.findings(results, spike_k=spike_k, spike_window=spike_window)
-    t["mechanisms"] = diagnostics.mechanism_findings(results)
-    t["papers"] = diagnostics.paper_verdicts(results)
+    thresholds = claims.Thresholds(spike_k=spike_k, spike_window=spike_window)
+    for name, ids in (("findings", claims.ORIGINAL), ("mechanisms", claims.MECHANISMS),
+                      ("papers", claims.PAPERS)):
+        t[name] = claims.evaluate(results, ids, thresholds)
     return t
 
 
@@ -175,8 +177,8 @@ def _diagnostics_figures(results, epochs) -> list:
         r = runs[(runs["model"] == model) & runs["run_id"].isin(diag["run_id"].unique())]
         n = int(r["n_train"].max())
         out.append((DYNAMICS, f"{model}-layer-stats", f"{model}, {n} images: activation mean ± "
-                    f"standard deviation per hidden layer on the 300-image probe batch (100 for "
-                    f"TinyVGG) after each epoch, averaged over seeds, as Glorot & Bengio plotted them.",
+                    f"standard deviation per hidden layer on the {diagnostics.PROBE_SIZE['mlp']}-image "
+                    f"probe batch ({diagnostics.PROBE_SIZE['tinyvgg']} for TinyVGG) after each epoch, averaged over seeds, as Glorot & Bengio plotted them.",
                     plots.layer_activation_stats(diag, r, model=model, n_train=n)))
         out.append((DYNAMICS, f"{model}-gradients", f"{model}, {n} images: weight-gradient norm per "
                     f"layer (log axis) and the first/last layer ratio, median over seeds.",
@@ -240,7 +242,7 @@ def _slug(text: str, used: set) -> str:
 
 
 def _write_tables(t, dest: Path) -> None:
-    empty = pd.DataFrame(columns=analysis.CONFIG_KEYS + ["metric", "n_seeds", "mean", "sd", "low",
+    empty = pd.DataFrame(columns=CONFIG_KEYS + ["metric", "n_seeds", "mean", "sd", "low",
                                                          "high", "method", "note"])
     t.get("summary", empty).to_csv(dest / "summary.csv", index=False)
     for name in ("per_run", "fits", "batch_fits", "ranking", "paired", "spikes", "findings",
@@ -287,7 +289,8 @@ def _html(out_dir, results, t, figures, spike_k, spike_window, threshold) -> str
     figures = [f for f in figures if f[0] != GALLERY]
     parts += _status_section(runs)
     parts += _config_section(runs)
-    parts += _verdict_table("papers", "Published claims, checked", PAPERS_INTRO, t.get("papers"))
+    parts += _verdict_table("papers", "Published claims, checked", PAPERS_INTRO, t.get("papers"),
+                            claims.labels(claims.PAPERS))
     parts += _verdict_table("findings", "The original findings, checked", FINDINGS_INTRO, t["findings"])
     parts += _verdict_table("mechanisms", "Mechanisms, measured", MECHANISMS_INTRO, t.get("mechanisms"))
     parts += _ranking_section(t)
@@ -369,26 +372,34 @@ FINDINGS_INTRO = ("Each claim of the original notebook, judged from this study's
                   "one seed, or an interval that straddles the threshold); the numbers say why.")
 
 
+def _floor(lo: float, hi: float) -> str:
+    """The cross-entropy floor of logits in (lo, hi), as the prose quotes it."""
+    return f"{analysis.logit_loss_floor(lo, hi):.3f}"
+
+
 PAPERS_INTRO = ("This study is a paper preset: each published claim, judged from its finished runs "
                 "(<em>reproduced</em> needs the claim to hold in at least 80% of the paired seeds).")
 MECHANISMS_INTRO = ("The explanations the original offered, measured with <code>--diagnostics</code> "
                     "(per-layer statistics on a fixed probe batch): a flat loss is blamed on saturation "
                     "only when saturated units or vanishing gradients are measured; bounded activations "
                     "on the logits are held back by the cross-entropy floor their range allows "
-                    "(1.461 nats for logits in (0, 1), 0.797 for (-1, 1), 10 classes).")
+                    f"({_floor(0, 1)} nats for logits in (0, 1), {_floor(-1, 1)} for (-1, 1), "
+                    f"{claims.common.N_CLASSES} classes).")
 
 
-def _verdict_table(ident: str, heading: str, intro: str, table) -> list:
-    """A findings-style table (claim, scope, verdict, evidence); nothing when there are no rows."""
+def _verdict_table(ident: str, heading: str, intro: str, table, labels=None) -> list:
+    """A `claims.evaluate` table (claim, scope, verdict, evidence); nothing when there are no
+    rows. `labels`: {claim id: {verdict: what to show}} (paper presets show 'reproduced')."""
     if table is None or table.empty:
         return []
     out = [f"<h2 id='{ident}-heading'>{_e(heading)}</h2>", f"<p>{intro}</p>",
            f"<table id='{ident}' class='findings'><thead><tr><th>claim</th><th>scope</th>"
            "<th>verdict</th><th>evidence</th></tr></thead><tbody>"]
     for r in table.itertuples():
-        cls = r.verdict.replace(" ", "-")
+        shown = (labels or {}).get(r.id, {}).get(r.verdict, r.verdict)
+        cls = shown.replace(" ", "-")
         out.append(f"<tr><td><strong>({_e(r.id)})</strong> {_e(r.claim)}</td><td>{_e(r.scope)}</td>"
-                   f"<td><span class='verdict {_e(cls)}'>{_e(r.verdict)}</span></td>"
+                   f"<td><span class='verdict {_e(cls)}'>{_e(shown)}</span></td>"
                    f"<td>{_e(r.evidence)}</td></tr>")
     out.append("</tbody></table>")
     return out
@@ -420,7 +431,7 @@ def _ranking_section(t) -> list:
         paired = (f"{int(sig['significant'].sum())} of {tested} paired differences significant "
                   f"after Holm" if tested else "no paired tests (fewer than two common seeds)")
         out.append(f"<details><summary>{_e(model)}, n_train {_e(n)}: best "
-                   f"{_e(g['activation'].iloc[0])}; Kendall's W {_e(analysis.fmt(w))}; "
+                   f"{_e(g['activation'].iloc[0])}; Kendall's W {_e(fmt(w))}; "
                    f"{_e(paired)}</summary>"
                    + _table(view) + "</details>")
     return out
@@ -435,7 +446,7 @@ def _tables_section(t, threshold) -> list:
         view = view.assign(interval=[_ci(lo, hi) for lo, hi in zip(view["low"], view["high"])])
         out.append("<details><summary>Across seeds: mean and 95% interval per configuration "
                    "(all metrics in summary.csv)</summary><div class='scroll'>"
-                   + _table(view[analysis.CONFIG_KEYS + ["metric", "n_seeds", "mean", "sd",
+                   + _table(view[CONFIG_KEYS + ["metric", "n_seeds", "mean", "sd",
                                                          "interval", "method", "note"]])
                    + "</div></details>")
     if "fits" in t:
@@ -468,20 +479,20 @@ def _method_section(spike_k, spike_window, threshold) -> list:
             f"losses is below {threshold:g} nats. 'Never' is a value: the summary's "
             f"<code>reached</code> rows give the share of seeds that got there, and the mean "
             f"steps is over those seeds only.</li>",
-            "<li>Intervals over seeds: t-interval below 5 seeds, percentile bootstrap of the "
-            "mean from 5 up; with 2 seeds the t-interval is wide (t = 12.7), with 1 there is "
-            "none and findings say inconclusive.</li>",
+            f"<li>Intervals over seeds: t-interval below {analysis.MIN_BOOTSTRAP} seeds, percentile "
+            f"bootstrap of the mean from {analysis.MIN_BOOTSTRAP} up; with 2 seeds the t-interval "
+            "is wide (t = 12.7), with 1 there is none and findings say inconclusive.</li>",
             "<li>Regression lines: the original's batch line is <code>np.polyfit</code> through "
             "the epoch-0 train loss at update 0 and every batch loss; epoch lines are "
             "least-squares fits of the epoch losses against epoch (0 to the end), with the "
             "slope's standard error and 95% interval.</li>",
             f"<li>Spikes: a batch loss above the median + {spike_k:g} x MAD of the previous "
-            f"{spike_window} losses (MAD floored at 1% of the median).</li>",
+            f"{spike_window} losses (MAD floored at {analysis.MAD_FLOOR:.0%} of the median).</li>",
             "<li>Paired comparisons: paired t-test over the seeds two activations share, "
             "Holm-corrected within each model and training-set size.</li>",
-            "<li>Logit bound: an activation on the logits keeps them in its range; logits in "
-            "(0, 1) cannot bring 10-class cross-entropy below 1.461 nats, logits in (-1, 1) not "
-            "below 0.797.</li></ul>"]
+            f"<li>Logit bound: an activation on the logits keeps them in its range; logits in "
+            f"(0, 1) cannot bring {claims.common.N_CLASSES}-class cross-entropy below {_floor(0, 1)} "
+            f"nats, logits in (-1, 1) not below {_floor(-1, 1)}.</li></ul>"]
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -507,11 +518,11 @@ def _num(v) -> str:
         return str(v)
     if np.isnan(v):
         return ""
-    return str(int(v)) if float(v).is_integer() and abs(v) < 1e6 else analysis.fmt(v)
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e6 else fmt(v)
 
 
 def _ci(low, high) -> str:
-    return "" if not (np.isfinite(low) and np.isfinite(high)) else f"[{analysis.fmt(low)}, {analysis.fmt(high)}]"
+    return "" if not (np.isfinite(low) and np.isfinite(high)) else f"[{fmt(low)}, {fmt(high)}]"
 
 
 def _e(x) -> str:
