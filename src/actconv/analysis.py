@@ -191,8 +191,19 @@ def interval_estimates(scores: Mapping[str, object], *, confidence: float = 0.95
                                   columns=["n", "mean", "sd", "low", "high", "method", "note"])
 
 
-def interval(values, confidence=0.95, n_boot=2000, seed=0) -> tuple:
-    """(n, mean, sd, low, high, method, note) of one condition's values (see interval_estimates)."""
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """The range a metric can take: accuracies and errors in [0, 1], losses and areas under
+    loss curves at least 0; None for signed quantities (gaps, slopes, differences)."""
+    if "accuracy" in name or name.endswith("error"):
+        return (0.0, 1.0)
+    if ("loss" in name or name.startswith("auc_")) and "gap" not in name and "slope" not in name:
+        return (0.0, math.inf)
+    return None
+
+
+def interval(values, confidence=0.95, n_boot=2000, seed=0, bounds=None) -> tuple:
+    """(n, mean, sd, low, high, method, note) for one condition; with `bounds` (lo, hi) the
+    interval stays inside the metric's range."""
     v = np.asarray(values, dtype=float).ravel()
     v = v[np.isfinite(v)]
     n = len(v)
@@ -203,14 +214,41 @@ def interval(values, confidence=0.95, n_boot=2000, seed=0) -> tuple:
         return 1, mean, np.nan, np.nan, np.nan, "none", "one seed: no interval"
     sd = float(v.std(ddof=1))
     if n < MIN_BOOTSTRAP:
-        half = stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n)
+        t = stats.t.ppf((1 + confidence) / 2, n - 1)
+        half = t * sd / math.sqrt(n)
         note = "two seeds: the interval is wide" if n == 2 else ""
-        return n, mean, sd, mean - half, mean + half, "t", note
+        low, high = mean - half, mean + half
+        if bounds is not None and (low < bounds[0] or high > bounds[1]):
+            low, high = _transformed_t(v, t, bounds)
+            return n, mean, sd, min(low, mean), max(high, mean), "t (transformed)", note
+        return n, mean, sd, low, high, "t", note
     rng = np.random.default_rng(seed)
     means = v[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
     alpha = 1 - confidence
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return n, mean, sd, float(low), float(high), "bootstrap", ""
+
+
+# How far inside its range a value is moved before the logit or log: an accuracy of exactly 0
+# or 1 (or a loss of 0) would otherwise send the transformed interval to infinity.
+EDGE = 1e-4
+
+
+def _transformed_t(v: np.ndarray, t: float, bounds) -> tuple[float, float]:
+    """A t-interval on the logit scale (range [0, 1]) or log scale (range [0, inf)), mapped
+    back: it cannot leave the range, where the plain t-interval at 2-4 seeds often does."""
+    lo, hi = bounds
+    if math.isinf(hi):
+        z = np.log(np.maximum(v - lo, EDGE))
+        back = lambda x: lo + float(np.exp(x))  # noqa: E731
+    else:
+        p = np.clip((v - lo) / (hi - lo), EDGE, 1 - EDGE)
+        z = np.log(p / (1 - p))
+        back = lambda x: lo + (hi - lo) / (1 + float(np.exp(-x)))  # noqa: E731
+    half = t * float(z.std(ddof=1)) / math.sqrt(len(z))
+    m = float(z.mean())
+    with np.errstate(over="ignore"):
+        return float(np.clip(back(m - half), lo, hi)), float(np.clip(back(m + half), lo, hi))
 
 
 def aggregate(per_run: pd.DataFrame, metrics=None, *, by=CONFIG_KEYS, confidence: float = 0.95,
@@ -231,7 +269,8 @@ def aggregate(per_run: pd.DataFrame, metrics=None, *, by=CONFIG_KEYS, confidence
     for key, g in per_run.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         for m in metrics:
-            n, mean, sd, low, high, method, note = interval(g[m], confidence, n_boot, seed)
+            n, mean, sd, low, high, method, note = interval(g[m], confidence, n_boot, seed,
+                                                             metric_bounds(m))
             rows.append((*key, m, n, mean, sd, low, high, method, note))
     return pd.DataFrame(rows, columns=by + ["metric", "n_seeds", "mean", "sd", "low", "high",
                                             "method", "note"])
@@ -249,7 +288,7 @@ def curve_intervals(epochs: pd.DataFrame, columns=("train_loss", "test_loss"), *
     rows = []
     for key, g in epochs.groupby(by + ["epoch"], sort=True):
         for c in columns:
-            n, mean, _, low, high, _, _ = interval(g[c], confidence, 500, 0)
+            n, mean, _, low, high, _, _ = interval(g[c], confidence, 500, 0, metric_bounds(c))
             rows.append((*key, c, n, mean, low, high))
     return pd.DataFrame(rows, columns=by + ["epoch", "column", "n_seeds", "mean", "low", "high"])
 
