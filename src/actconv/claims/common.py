@@ -65,6 +65,18 @@ class Thresholds:
     # Self-normalising: 90% of (layer, epoch) cells near the fixed point; under half: not.
     near_supported: float = 0.9
     near_refuted: float = 0.5
+    # Rankings "hold" when no activation moves 2 or more places and Kendall's tau is at least
+    # 0.8 (with 10+ activations, one swap of neighbours costs about 0.05).
+    rank_places: int = 2
+    tau_holds: float = 0.8
+    # The interaction test: 5% level, 2,000 permutations (p resolved to 1/2001).
+    alpha: float = 0.05
+    permutations: int = 2000
+    # Tuning: what is tuned, on which validation metric, and the unfair reference setting
+    # (the notebook's lr 0.1).
+    tuned_axes: tuple = ("lr",)
+    select: str = "val_loss"
+    reference: tuple = (("lr", 0.1),)
 
 
 DEFAULT = Thresholds()
