@@ -154,13 +154,14 @@ _NOT_PARAMETERS = {"self", "inplace", "device", "dtype"}
 
 
 def _parameters(base: str) -> dict:
-    """name -> default of the torch class's constructor parameters (inspect.signature)."""
+    """name -> default of the torch class's numeric constructor parameters (inspect.signature)."""
     import inspect
 
     from torch import nn
     sig = inspect.signature(getattr(nn, ACTIVATIONS[base].cls).__init__)
     return {p.name: p.default for p in sig.parameters.values()
-            if p.name not in _NOT_PARAMETERS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            if p.name not in _NOT_PARAMETERS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and isinstance(p.default, (int, float)) and not isinstance(p.default, bool)}
 
 
 def _parametric(text: str) -> tuple[str, dict]:
@@ -204,10 +205,11 @@ def _parametric(text: str) -> tuple[str, dict]:
 
 
 def canonical(text: str) -> str:
-    """The stored spelling of a parametric built-in: every parameter given, named, in the
-    constructor's order (`elu(0.5)` and `elu( alpha = 0.50 )` are both `elu(alpha=0.5)`)."""
+    """The stored spelling of a parametric built-in: every parameter, named, defaults filled
+    in, in the constructor's order (`elu(0.5)` and `elu( alpha = 0.50 )` are both `elu(alpha=0.5)`)."""
     base, values = _parametric(text)
-    return f"{base}(" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")"
+    values = {**_parameters(base), **values}  # defaults spelled out: one spelling per function
+    return f"{base}(" + ", ".join(f"{k}={float(v) if isinstance(v, float) else v!r}" for k, v in values.items()) + ")"
 
 
 # -- definitions from the user -------------------------------------------------------------
@@ -311,6 +313,22 @@ def use(name: str, definition: str) -> None:
     """Make a run's activation known in this process (a worker): its Definition as JSON."""
     if definition and (name not in _DEFINED or _DEFINED[name].to_json() != definition):
         _DEFINED[name] = Definition.from_json(definition)
+
+
+def use_stored_activations(runs) -> set[str]:
+    """The stored runs' activations that are no built-in name, each made known in this
+    process (a report draws them); those that cannot be rebuilt here are left out."""
+    out = set()
+    for name, config in runs[["activation", "config_json"]].drop_duplicates("activation").itertuples(index=False):
+        if name in ACTIVATIONS:
+            continue
+        try:
+            use(name, json.loads(config).get("activation_def", ""))
+            make_activation(name)
+        except Exception:  # noqa: BLE001 -- a module gone since, a changed source: no gallery panel
+            continue
+        out.add(name)
+    return out
 
 
 def is_user_module(module) -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import analysis, diagnostics, plots
-from .activations import FAMILIES
+from .activations import FAMILIES, use_stored_activations
 from .errors import ActconvError
 
 EXPORT_FORMATS = ("csv", "parquet")
@@ -189,6 +189,7 @@ def _diagnostics_figures(results, epochs) -> list:
     """The activation gallery (shown at the top), the logit floor, and per-layer figures."""
     runs = results.runs[results.runs["run_id"].isin(epochs["run_id"].unique())]
     present = [a for a in plots.STYLES if a in set(runs["activation"])]
+    present += sorted(use_stored_activations(runs) - set(present))  # parametric and the user's
     out = [(GALLERY, "activation-gallery", "Each activation of this study (colour) and its derivative "
             "(black, dashed) over [-5, 5]; grey where the derivative is below 1% of its maximum, "
             "which is what the saturation figures count.", plots.activation_gallery(present))]
