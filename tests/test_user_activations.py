@@ -168,13 +168,13 @@ def test_not_elementwise_activations_run_in_the_loop(folder):
     base = {"name": "x", "models": {"m": {"kind": "mlp", "hidden_units": 8}}, "seeds": [1], "n_train": [64]}
     for obj in ["ptanh_mod:Learned", "ptanh_mod:softmax"]:
         s = config.study_from_dict({**base, "activations": {"a": {"object": obj}},
-                                    "grid": [{"activations": ["a"]}]}, base=folder)
+                                    "grid": [{"models": ["m"], "activations": ["a"]}]}, base=folder)
         assert [r.engine for r in s.runs()] == ["loop"]
         with pytest.raises(ConfigError, match="elementwise"):
             config.study_from_dict({**base, "engine": "ensemble", "activations": {"a": {"object": obj}},
-                                    "grid": [{"activations": ["a"]}]}, base=folder).runs()
+                                    "grid": [{"models": ["m"], "activations": ["a"]}]}, base=folder).runs()
     s = config.study_from_dict({**base, "activations": {"a": {"object": "ptanh_mod:tanh_factory"}},
-                                "grid": [{"activations": ["a"]}]}, base=folder)
+                                "grid": [{"models": ["m"], "activations": ["a"]}]}, base=folder)
     assert [r.engine for r in s.runs()] == ["ensemble"]
 
 
