@@ -62,11 +62,18 @@ def run_units(feed, data_args: DataArgs, ray):
 
 def _runtime_env(unit) -> dict:
     """A user's activation module shipped to the workers (Ray's py_modules), which may sit on
-    nodes without the driver's files; its source is checked against the run's fingerprint there."""
+    nodes without the driver's files; its source is checked against the run's fingerprint there.
+
+    A task's runtime_env takes only URIs, so the module is uploaded here, as `ray.init` does
+    for a job's (the URI is a hash of its content: an edited module is a new package)."""
     from .activations import Definition
     from .user_activations import shipped_path
     paths = sorted({shipped_path(Definition.from_json(s.activation_def)) for s in unit if s.activation_def} - {""})
-    return {"runtime_env": {"py_modules": paths}} if paths else {}
+    if not paths:
+        return {}
+    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+    return {"runtime_env": upload_py_modules_if_needed({"py_modules": paths}, include_gitignore=False,
+                                                       logger=logging.getLogger("actconv"))}
 
 
 def _execute_task(unit, data_ref_box, faults: str):
