@@ -43,6 +43,18 @@ def _jobs(text):
     return n
 
 
+def _activation_list(text):
+    """Comma-separated activations; commas inside parentheses belong to a spelling or an
+    expression (`hardtanh(-2, 2)`, `ptanh=where(x > 0, tanh(x), 0.25 * tanh(x))`)."""
+    out, depth, start = [], 0, 0
+    for i, c in enumerate(text + ","):
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if c == "," and depth <= 0:
+            out.append(text[start:i].strip())
+            start, depth = i + 1, 0
+    return [v for v in out if v]
+
+
 def _add_run(sub):
     p = sub.add_parser("run", help="run a study (default: the demo preset)")
     p.add_argument("study", nargs="?", help="a TOML study file")
@@ -50,7 +62,8 @@ def _add_run(sub):
     p.add_argument("--out", required=True, help="output directory (holds the results store)")
     g = p.add_argument_group("grid (applied to every grid of the study)")
     g.add_argument("--models", type=_csv(str), help="model names: mlp, mlp_original, tinyvgg or the study's own")
-    g.add_argument("--activations", type=_csv(str), help="activations or family names")
+    g.add_argument("--activations", type=_activation_list,
+                   help="activations or family names; also elu(alpha=0.5), NAME=EXPRESSION of x, module:attr")
     g.add_argument("--seeds", type=_csv(int))
     g.add_argument("--n-train", type=_csv(int), help="training-set sizes")
     # Training settings take comma lists: each value is its own run (--lr 0.01,0.1,1).

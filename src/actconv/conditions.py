@@ -2,10 +2,13 @@
 
 Analysis groups by (model, activation, n_train); `separate_conditions` relabels `model` so
 that runs differing in any other setting (lr, batch size, engine, width, ...) never share a
-group: a model whose runs vary in such settings is shown as `mlp lr=0.3`, one label per
-combination, naming only the settings that vary within that model.
+group: a model whose runs of one activation and size vary in such settings is shown as
+`mlp lr=0.3`, one label per combination, naming only the settings that vary. A setting that
+differs between activations but never within one (a user's activation that the ensemble
+cannot batch runs on the loop) cannot pool seeds, so it does not split the comparison.
 """
 import dataclasses
+import hashlib
 import json
 
 import pandas as pd
@@ -40,36 +43,39 @@ def _scalar(v):
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
 
-def varying(runs: pd.DataFrame) -> dict[str, list[str]]:
-    """{model: the settings that take more than one value among its runs}."""
-    s = settings(runs)
-    if s.empty:
-        return {}
-    s = s.join(runs.set_index("run_id")[[]], how="inner")
+def varying(s: pd.DataFrame, exclude=()) -> dict[str, list[str]]:
+    """{model: the settings that take more than one value among its runs of one activation
+    and training-set size}; `s` is a `settings` table, `exclude` settings never to name."""
+    skip = set(OWN_COLUMNS) | set(SIBLING_FIELDS) | set(exclude)
     out = {}
     for model, g in s.groupby("model", sort=True):
-        cols = [c for c in g.columns
-                if c not in OWN_COLUMNS and c not in SIBLING_FIELDS
-                and g[c].astype(str).nunique(dropna=False) > 1]
+        cols = [c for c in g.columns if c not in skip
+                and (g.groupby(["activation", "n_train"])[c]
+                     .agg(lambda v: v.astype(str).nunique(dropna=False)) > 1).any()]
         out[model] = sorted(cols)
     return out
 
 
-def labels(runs: pd.DataFrame) -> pd.Series:
+def label_settings(s: pd.DataFrame, exclude=()) -> pd.Series:
+    """Index of `s` -> condition label, from a `settings` table (see `labels`)."""
+    vary = varying(s, exclude)
+    return pd.Series({i: " ".join([str(row["model"]),
+                                   *(f"{k}={_show(row[k])}" for k in vary.get(row["model"], []))])
+                      for i, row in s.iterrows()}, name="model", dtype=object)
+
+
+def labels(runs: pd.DataFrame, exclude=()) -> pd.Series:
     """run_id -> condition label: the model's name, then `key=value` for each setting that
-    varies within that model (`mlp lr=0.3 batch_size=64`); the plain name where none does."""
+    varies within that model (`mlp lr=0.3 batch_size=64`); the plain name where none does.
+    `exclude`: settings left out (the tuned axes, when the label names a tuning group)."""
     if runs.empty:
         return pd.Series(dtype=object, name="model")
-    s = settings(runs)
-    vary = varying(runs)
-    out = {}
-    for rid, row in s.iterrows():
-        keys = vary.get(row["model"], [])
-        out[rid] = " ".join([str(row["model"]), *(f"{k}={_show(row[k])}" for k in keys)])
-    return pd.Series(out, name="model")
+    return label_settings(settings(runs), exclude)
 
 
 def _show(v) -> str:
+    if isinstance(v, str) and len(v) > 24:  # a definition's JSON: its fingerprint will do
+        return hashlib.sha256(v.encode()).hexdigest()[:8]
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, float):

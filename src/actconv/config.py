@@ -65,16 +65,20 @@ class RunSpec:
     diagnostics: bool = False
     grad_every: int = 1             # with diagnostics: gradient norms every k steps
     validation: int = 0             # images per seed held out of the pool and scored every epoch
+    activation_def: str = ""        # a user's activation: its Definition as JSON (activations.py)
 
     @property
     def run_id(self) -> str:
         return run_id(self)
 
-    def to_json(self) -> str:
+    def to_json(self, identity: bool = False) -> str:
+        """Canonical JSON; identity=True keeps only what decides the numbers (for the run id)."""
         d = dataclasses.asdict(self)
         for key, default in ADDED_FIELDS.items():  # at its default, as if the field did not exist
             if d[key] == default:
                 del d[key]
+        if identity and "activation_def" in d:  # where the module was imported from is not what it computes
+            d["activation_def"] = acts.Definition.from_json(d["activation_def"]).identity()
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -85,12 +89,12 @@ class RunSpec:
 
 # Fields added to RunSpec after stores existed, with their defaults: left out of the canonical
 # JSON at the default, so every run id (and stored config) from before stays what it was.
-ADDED_FIELDS = {"validation": 0}
+ADDED_FIELDS = {"validation": 0, "activation_def": ""}
 
 
 def run_id(spec: RunSpec) -> str:
     """Short hash of the run's canonical JSON: the same config gives the same id anywhere."""
-    return hashlib.sha256(spec.to_json().encode()).hexdigest()[:16]
+    return hashlib.sha256(spec.to_json(identity=True).encode()).hexdigest()[:16]
 
 
 TRAIN_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "lr": float, "momentum": float,
@@ -130,10 +134,12 @@ class StudySpec:
     threads: int = 1
     train: tuple[tuple[str, object], ...] = ()
     meta: tuple[tuple[str, str], ...] = ()  # paper, claim, expected: text for humans
+    activation_defs: tuple[tuple[str, str], ...] = ()  # a user's activations: name -> Definition JSON
 
     def runs(self) -> list[RunSpec]:
         """Every run of the study, in grid order, without repeats."""
         models, out, seen = dict(self.models), [], set()
+        defs = dict(self.activation_defs)
         device = resolve_device(self.device)
         for g in self.grids:
             grid_train = {**dict(self.train), **dict(g.train)}
@@ -146,12 +152,15 @@ class StudySpec:
                                                                  models[m].kind,
                                                                  setting.get("diagnostics", False))}
                     for a in g.activations:
+                        engine = _user_engine(a, defs.get(a, ""), train["engine"],
+                                              setting.get("engine", "auto"))
                         for s in g.seeds:
                             for n in g.n_train:
                                 spec = RunSpec(model=m, model_spec=models[m], activation=a, seed=s,
                                                n_train=n, dataset=self.dataset, normalize=self.normalize,
                                                device=device, dtype=self.dtype, threads=self.threads,
-                                               **train)
+                                               **{**train, "engine": engine},
+                                               activation_def=defs.get(a, ""))
                                 if spec.run_id not in seen:
                                     seen.add(spec.run_id)
                                     out.append(spec)
@@ -171,6 +180,17 @@ def resolve_engine(engine: str, model_kind: str, diagnostics: bool = False) -> s
     if diagnostics:
         return "loop"
     return AUTO_ENGINE.get(model_kind, "loop") if engine == "auto" else engine
+
+
+def _user_engine(name: str, definition: str, engine: str, asked: str) -> str:
+    """The ensemble runs a user's activation only where a probe found it elementwise (and
+    parameter-free); elsewhere 'auto' means the loop and an explicit 'ensemble' is refused."""
+    if engine != "ensemble" or not definition or acts.Definition.from_json(definition).elementwise:
+        return engine
+    if asked == "auto":
+        return "loop"
+    raise ConfigError(f"the ensemble engine runs only elementwise, parameter-free activations; "
+                      f"{name!r} is not one: use --engine loop or auto")
 
 
 # Device nodes without one of which no CUDA (or ROCm, or WSL) device can be visible to torch.
@@ -241,7 +261,8 @@ def _model_spec(where: str, table: dict) -> ModelSpec:
     return spec
 
 
-def _grid(where: str, table: dict, defaults: dict, models: dict) -> Grid:
+def _grid(where: str, table: dict, defaults: dict, models: dict, defs: dict | None = None,
+          base=None) -> Grid:
     t = {**defaults, **_check_keys(where, table, GRID_KEYS)}
     for key in ("models", "activations"):
         if any(not isinstance(v, str) for v in t.get(key) or []):
@@ -251,7 +272,8 @@ def _grid(where: str, table: dict, defaults: dict, models: dict) -> Grid:
         if m not in models:
             raise ConfigError(f"{where}: " + acts.unknown("model", m, models))
     try:
-        activations = acts.expand(t.get("activations") or ["common_activations"])
+        activations = acts.expand(t.get("activations") or ["common_activations", *(defs or {})],
+                                  defs, base)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     seeds = [_check_type(where, "seeds", s, int) for s in t.get("seeds") or [42, 451, 101]]
@@ -284,8 +306,16 @@ def _check_train(where: str, t: dict) -> None:
                 raise ConfigError(f"{where}: " + acts.unknown(key, v, choices))
 
 
-def study_from_dict(d: dict, where: str = "study") -> StudySpec:
-    """Validate a parsed study table and build the StudySpec."""
+def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
+    """Validate a parsed study table and build the StudySpec; `base`: the study file's folder,
+    where a `module:attr` activation may be imported from."""
+    defs = {}
+    if isinstance(d.get("activations"), dict):  # [activations.NAME] tables: a user's activations
+        d = dict(d)
+        for name, table in d.pop("activations").items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where}: [activations.{name}] must be a table")
+            name, defs[name] = acts.define(name, table, base, f"{where} [activations.{name}]")
     d = _check_keys(where, d, STUDY_KEYS)
     models = dict(BUILTIN_MODELS)
     for name, table in d.get("models", {}).items():
@@ -298,7 +328,7 @@ def study_from_dict(d: dict, where: str = "study") -> StudySpec:
     for i, table in enumerate(grid_tables):
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [[grid]] entries must be tables")
-        grids.append(_grid(f"{where} [[grid]] {i + 1}", table, defaults, models))
+        grids.append(_grid(f"{where} [[grid]] {i + 1}", table, defaults, models, defs, base))
     for key, choices in (("dataset", DATASETS), ("device", DEVICES), ("dtype", DTYPES),
                          ("normalize", ["none", "standard"])):
         if key in d and d[key] not in choices:
@@ -312,7 +342,13 @@ def study_from_dict(d: dict, where: str = "study") -> StudySpec:
         description=d.get("description", ""), dataset=d.get("dataset", "mnist-5k"),
         normalize=d.get("normalize", "none"), device=d.get("device", "auto"),
         dtype=d.get("dtype", "float32"), threads=d.get("threads", 1),
-        meta=tuple((k, d[k]) for k in ("paper", "claim", "expected") if k in d))
+        meta=tuple((k, d[k]) for k in ("paper", "claim", "expected") if k in d),
+        activation_defs=_used_defs(defs, grids))
+
+
+def _used_defs(defs: dict, grids) -> tuple:
+    used = {a for g in grids for a in g.activations}
+    return tuple((k, v.to_json()) for k, v in defs.items() if k in used)
 
 
 def _study_name(where: str, d: dict) -> str:
@@ -344,7 +380,7 @@ def load_study(path) -> StudySpec:
         d = tomllib.loads(text)
     except ValueError as e:  # TOMLDecodeError, or an integer too long to convert
         raise ConfigError(f"study file {path} is not valid TOML: {e}") from None
-    return study_from_dict(d, where=str(path))
+    return study_from_dict(d, where=str(path), base=path.resolve().parent)
 
 
 def preset_names() -> list[str]:
@@ -387,8 +423,9 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
                 _check_type("flags", key, v, type(v))
     train = {k: _axis("flags", k, v, TRAIN_KEYS[k]) if k in AXES else v for k, v in train.items()}
     _check_train("flags", train)
+    defs = {k: acts.Definition.from_json(v) for k, v in study.activation_defs}
     if activations is not None:
-        activations = tuple(acts.expand(activations))
+        activations = tuple(acts.expand(activations, defs, Path.cwd()))
     for name, values in (("seeds", seeds), ("n_train", n_train)):
         if values is not None and any(v < (0 if name == "seeds" else 1) for v in values):
             raise ConfigError(f"{name} must be {'non-negative' if name == 'seeds' else 'positive'}, got {values}")
@@ -408,7 +445,8 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
         raise ConfigError(acts.unknown("device", device, DEVICES))
     if threads is not None and not 0 < threads <= MAX_THREADS:
         raise ConfigError(f"threads must be 1 to {MAX_THREADS}, got {threads}")
-    return replace(study, grids=tuple(dict.fromkeys(grids)), models=tuple(specs.items()),
+    grids = tuple(dict.fromkeys(grids))
+    return replace(study, grids=grids, models=tuple(specs.items()), activation_defs=_used_defs(defs, grids),
                    dataset=dataset or study.dataset, device=device or study.device,
                    threads=threads or study.threads)
 

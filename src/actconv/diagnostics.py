@@ -52,7 +52,7 @@ def layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module | None]]:
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             found.append([m, None])
-        elif isinstance(m, _ACT_TYPES) and found:
+        elif found and found[-1][1] is None and (isinstance(m, _ACT_TYPES) or acts.is_user_module(m)):
             found[-1][1] = m
     return [(OUTPUT if i == len(found) - 1 else f"layer{i + 1}", w, a) for i, (w, a) in enumerate(found)]
 

@@ -61,7 +61,8 @@ class Stack:
         for mods in zip(*[list(_leaves(m)) for m in models]):
             template = mods[0]
             if not isinstance(template, (nn.Linear, nn.Conv2d, nn.PReLU, nn.BatchNorm1d, nn.Flatten,
-                                         nn.MaxPool2d, *ELEMENTWISE)):
+                                         nn.MaxPool2d, *ELEMENTWISE)) \
+                    and not getattr(template, "actconv_elementwise", False):  # a user's, probed
                 raise ConfigError(f"the ensemble engine cannot run layer {type(template).__name__}; "
                                   f"use --engine loop")
             params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in mods])

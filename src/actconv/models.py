@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-from .activations import RECOMMENDED_INIT, make_activation, unknown
+from .activations import make_activation, recommended_init, unknown
 from .config import INITS
 from .errors import ConfigError
 
@@ -62,7 +62,7 @@ def build_model(kind: str, activation: str, init: str = "default", **options) ->
     if kind == "tinyvgg":
         options = {k: v for k, v in options.items() if k == "hidden_units"}
     model = MODELS[kind](activation, **options)
-    initialise(model, RECOMMENDED_INIT.get(activation, "default") if init == "auto" else init)
+    initialise(model, recommended_init(activation) if init == "auto" else init)
     return model
 
 

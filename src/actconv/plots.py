@@ -4,6 +4,7 @@ Figures are built with `matplotlib.figure.Figure` (no pyplot), so nothing needs 
 and nothing accumulates in a global figure registry. Every activation keeps one colour,
 line style and marker in every figure.
 """
+import hashlib
 import math
 
 import numpy as np
@@ -53,11 +54,12 @@ FLOORS = [((0.0, 1.0), ":"), ((-1.0, 1.0), "--")]
 
 def style(activation: str) -> dict:
     """Colour, line style and marker of an activation, the same in every figure."""
-    try:
+    if activation in STYLES:
         return dict(STYLES[activation])
-    except KeyError:
-        raise ValueError(f"no plot style for activation {activation!r}; known: "
-                         f"{', '.join(STYLES)}") from None
+    # A user's activation (elu(alpha=0.5), an expression, a module): a style from its name,
+    # dash-dotted so that it stands apart from the built-in ones, the same in every figure.
+    h = int(hashlib.sha256(activation.encode()).hexdigest(), 16)
+    return dict(color=PALETTE[h % len(PALETTE)], linestyle="-.", marker=_MARKERS[h // 10 % len(_MARKERS)])
 
 
 # -- the original's two figures per family ---------------------------------------------------

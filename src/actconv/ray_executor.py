@@ -42,7 +42,7 @@ def run_units(feed, data_args: DataArgs, ray):
                     raise ConfigError(f"runs ask for {threads} threads, but no Ray node has more than "
                                       f"{max(cpus, default=0):g} CPUs")
                 # max_retries=0: the driver counts tries itself, the same for every executor.
-                ref = task.options(num_cpus=threads, max_retries=0).remote(
+                ref = task.options(num_cpus=threads, max_retries=0, **_runtime_env(unit)).remote(
                     unit, [data_ref], os.environ.get(FAULT_ENV, ""))
                 pending[ref] = unit
             if not pending:
@@ -58,6 +58,22 @@ def run_units(feed, data_args: DataArgs, ray):
     finally:
         for ref in pending:  # stopped early (an error, Ctrl-C): free the cluster
             ray.cancel(ref, force=True)
+
+
+def _runtime_env(unit) -> dict:
+    """A user's activation module shipped to the workers (Ray's py_modules), which may sit on
+    nodes without the driver's files; its source is checked against the run's fingerprint there.
+
+    A task's runtime_env takes only URIs, so the module is uploaded here, as `ray.init` does
+    for a job's (the URI is a hash of its content: an edited module is a new package)."""
+    from .activations import Definition
+    from .user_activations import shipped_path
+    paths = sorted({shipped_path(Definition.from_json(s.activation_def)) for s in unit if s.activation_def} - {""})
+    if not paths:
+        return {}
+    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+    return {"runtime_env": upload_py_modules_if_needed({"py_modules": paths}, include_gitignore=False,
+                                                       logger=logging.getLogger("actconv"))}
 
 
 def _execute_task(unit, data_ref_box, faults: str):

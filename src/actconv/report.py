@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import analysis, claims, diagnostics, plots
-from .activations import FAMILIES
+from .activations import FAMILIES, use_stored_activations
 from .errors import ActconvError
 from .export import export  # noqa: F401  (it lived here; export.py now holds every format)
 from .tables import CONFIG_KEYS, fmt
@@ -163,6 +163,7 @@ def _diagnostics_figures(results, epochs) -> list:
     """The activation gallery (shown at the top), the logit floor, and per-layer figures."""
     runs = results.runs[results.runs["run_id"].isin(epochs["run_id"].unique())]
     present = [a for a in plots.STYLES if a in set(runs["activation"])]
+    present += sorted(use_stored_activations(runs) - set(present))  # parametric and the user's
     out = [(GALLERY, "activation-gallery", "Each activation of this study (colour) and its derivative "
             "(black, dashed) over [-5, 5]; grey where the derivative is below 1% of its maximum, "
             "which is what the saturation figures count.", plots.activation_gallery(present))]

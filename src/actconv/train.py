@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import diagnostics
+from .activations import use as use_activation
 from .config import RunSpec
 from .models import build_model
 from .seeding import generator, set_seed, set_threads
@@ -44,6 +45,7 @@ def prepare(spec: RunSpec, data: datasets.Data):
     x, y = data.train_x[idx].to(device, dtype), data.train_y[idx].to(device)
     torch.manual_seed(generator(spec.seed, "init").initial_seed())
     m = spec.model_spec
+    use_activation(spec.activation, spec.activation_def)  # a user's activation, known to this worker
     model = build_model(m.kind, spec.activation, m.init, hidden_units=m.hidden_units,
                         hidden_layers=m.hidden_layers, activate_logits=m.activate_logits,
                         batchnorm=m.batchnorm).to(device, dtype)

@@ -49,19 +49,9 @@ def final_metrics(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 def fixed_label(per_run: pd.DataFrame, axes) -> pd.Series:
     """The condition of each run with the tuned axes left out: model plus the other settings
     that vary within it (`mlp`, `mlp batch_size=64`)."""
-    skip = set(axes) | {"activation", "seed", "n_train", "model", *conditions.SIBLING_FIELDS}
-    labels = {}
-    for model, g in per_run.groupby("model", sort=False):
-        cols = [c for c in g.columns if c not in skip and c in _setting_columns(per_run)
-                and g[c].astype(str).nunique(dropna=False) > 1]
-        for i, row in g.iterrows():
-            labels[i] = " ".join([str(model), *(f"{c}={conditions._show(row[c])}" for c in sorted(cols))])
-    return pd.Series(labels).reindex(per_run.index)
-
-
-def _setting_columns(per_run: pd.DataFrame) -> set:
     derived = {"run_id", "status", "start_loss", "bad", "condition"}
-    return {c for c in per_run.columns if c not in derived and not c.startswith("final_")}
+    cols = [c for c in per_run.columns if c not in derived and not c.startswith("final_")]
+    return conditions.label_settings(per_run[cols], exclude=axes)
 
 
 def candidates(per_run: pd.DataFrame, axes=("lr",), select: str = "val_loss") -> pd.DataFrame:
