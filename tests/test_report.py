@@ -166,16 +166,33 @@ def test_cli_errors_are_one_line_exit_2(report_dir, tmp_path, capsys, argv, mess
 def test_a_model_run_under_two_engines_is_reported_once_per_engine(tmp_path):
     # engines round differently: the same seed under both is not two seeds of one configuration
     import actconv
-    from actconv import analysis, config
+    from actconv import conditions, config
     grid = {"name": "both", "models": {"m": {"kind": "mlp", "hidden_units": 8}}, "activations": ["relu"],
             "seeds": [1, 2], "n_train": [64], "epochs": 1}
     for engine in ("loop", "ensemble"):
         actconv.run_study(config.study_from_dict({**grid, "engine": engine}), tmp_path, progress=False)
-    split = analysis.separate_engines(load_results(tmp_path))
-    assert sorted(split.runs.model) == ["m (ensemble)", "m (ensemble)", "m (loop)", "m (loop)"]
-    assert set(split.batches.model) == set(split.epochs.model) == {"m (ensemble)", "m (loop)"}
-    same = analysis.separate_engines(split)
+    split = conditions.separate_conditions(load_results(tmp_path))
+    assert sorted(split.runs.model) == ["m engine=ensemble"] * 2 + ["m engine=loop"] * 2
+    assert set(split.batches.model) == set(split.epochs.model) == {"m engine=ensemble", "m engine=loop"}
+    same = conditions.separate_conditions(split)
     assert same.runs.model.tolist() == split.runs.model.tolist()  # nothing left to split
     summary = pd.read_csv(write_report(tmp_path).parent / "summary.csv")
     final = summary[summary.metric == "final_train_loss"]
-    assert sorted(final.model) == ["m (ensemble)", "m (loop)"] and set(final.n_seeds) == {2}
+    assert sorted(final.model) == ["m engine=ensemble", "m engine=loop"] and set(final.n_seeds) == {2}
+
+
+def test_runs_that_differ_in_lr_are_never_pooled_as_seeds(tmp_path):
+    # the bug this replaces: two [[grid]] blocks at lr 0.1 and 0.001 gave n_seeds 4, one mean
+    import actconv
+    from actconv import config
+    study = config.study_from_dict({
+        "name": "two-lrs", "epochs": 1, "models": {"m": {"kind": "mlp", "hidden_units": 8}},
+        "grid": [{"models": ["m"], "activations": ["relu"], "seeds": [1, 2], "n_train": [64], "lr": 0.1},
+                 {"models": ["m"], "activations": ["relu"], "seeds": [1, 2], "n_train": [64], "lr": 0.001}]})
+    actconv.run_study(study, tmp_path, progress=False)
+    summary = pd.read_csv(write_report(tmp_path).parent / "summary.csv")
+    final = summary[summary.metric == "final_train_loss"].set_index("model")
+    assert sorted(final.index) == ["m lr=0.001", "m lr=0.1"] and set(final.n_seeds) == {2}
+    assert final.loc["m lr=0.1", "mean"] != final.loc["m lr=0.001", "mean"]
+    acc = summary[summary.metric.str.contains("accuracy")]
+    assert (acc["low"].dropna() >= 0).all() and (acc["high"].dropna() <= 1).all()

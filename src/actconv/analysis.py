@@ -28,29 +28,6 @@ MAD_FLOOR = 0.01
 
 # -- per run ---------------------------------------------------------------------------
 
-def separate_engines(results):
-    """The same results with each model that ran under several engines split into one model
-    per engine (`mlp (loop)`, `mlp (ensemble)`): engines round differently, so such runs are
-    not more seeds of one configuration, and side by side they compare the engines."""
-    runs = results.runs
-    if runs.empty or "engine" not in runs:
-        return results
-    engines = runs.groupby("model")["engine"].nunique()
-    mixed = runs["model"].isin(engines.index[engines > 1])
-    if not mixed.any():
-        return results
-    model = runs["model"].where(~mixed, runs["model"] + " (" + runs["engine"] + ")")
-    by_run = dict(zip(runs["run_id"], model))
-
-    def relabel(table):
-        if table.empty or "model" not in table:
-            return table
-        return table.assign(model=table["run_id"].map(by_run).fillna(table["model"]))
-
-    return dataclasses.replace(results, runs=runs.assign(model=model), epochs=relabel(results.epochs),
-                               batches=relabel(results.batches), diagnostics=relabel(results.diagnostics))
-
-
 def run_metrics(epochs: pd.DataFrame, batches: pd.DataFrame | None = None, *,
                 threshold: float = 0.5, smooth: int = 10) -> pd.DataFrame:
     """One row per run: starting and final losses, gap, AUC, steps to a loss threshold.

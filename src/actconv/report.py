@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis, claims, diagnostics, plots
+from . import analysis, claims, conditions, diagnostics, plots
 from .activations import FAMILIES, use_stored_activations
 from .errors import ActconvError
 from .export import export  # noqa: F401  (it lived here; export.py now holds every format)
@@ -41,7 +41,7 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     if results is None:
         from .store import load_results
         results = load_results(out_dir)
-    results = analysis.separate_engines(results)
+    results = conditions.separate_conditions(results)
     dest = out_dir / "report"
     figdir = dest / "figures"
     try:
