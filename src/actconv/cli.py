@@ -83,6 +83,10 @@ def _add_run(sub):
     g.add_argument("--grad-every", type=int, help="with --diagnostics: gradient norms every k steps")
     g.add_argument("--validation", type=int,
                    help="images per seed held out of the training pool, scored every epoch (default 0)")
+    g.add_argument("--perturb", type=_csv(str),
+                   help="perturbed siblings of every run: init (one weight's lowest bit), order (batch order)")
+    g.add_argument("--replicas", type=int, help="siblings per run and perturbation (default 3)")
+    g.add_argument("--perturb-seeds", type=_csv(int), help="the seeds that get siblings (default: all)")
     e = p.add_argument_group("data and execution")
     e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist")
     e.add_argument("--data-dir", help="folder with the raw IDX files")
@@ -101,7 +105,8 @@ def _add_run(sub):
 
 GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size", "lr", "momentum",
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
-              "diagnostics", "grad_every", "validation", "dataset", "device", "threads"]
+              "diagnostics", "grad_every", "validation", "dataset", "device", "threads", "perturb",
+              "replicas", "perturb_seeds"]
 
 
 def study_from_args(args) -> config.StudySpec:

@@ -66,6 +66,8 @@ class RunSpec:
     grad_every: int = 1             # with diagnostics: gradient norms every k steps
     validation: int = 0             # images per seed held out of the pool and scored every epoch
     activation_def: str = ""        # a user's activation: its Definition as JSON (activations.py)
+    perturb: str = ""               # a perturbed sibling: "init" (one weight's lowest bit) or "order"
+    replica: int = 0                # which sibling of its kind (1..replicas); 0 for an original
 
     @property
     def run_id(self) -> str:
@@ -89,7 +91,7 @@ class RunSpec:
 
 # Fields added to RunSpec after stores existed, with their defaults: left out of the canonical
 # JSON at the default, so every run id (and stored config) from before stays what it was.
-ADDED_FIELDS = {"validation": 0, "activation_def": ""}
+ADDED_FIELDS = {"validation": 0, "activation_def": "", "perturb": "", "replica": 0}
 
 
 def run_id(spec: RunSpec) -> str:
@@ -104,9 +106,15 @@ TRAIN_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "lr": float, "
 # a grid axis, each value its own run.
 AXES = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay")
 GRID_KEYS = {"models": list, "activations": list, "seeds": list, "n_train": list, **TRAIN_KEYS}
+# Perturbed siblings (robustness): each run of `perturb_seeds` (default: every seed) gets
+# `replicas` siblings per kind in `perturb`, identical but for one perturbation.
+PERTURB_KINDS = ["init", "order"]
+PERTURB_KEYS = {"perturb": list, "replicas": int, "perturb_seeds": list}
+MAX_REPLICAS = 100
 STUDY_KEYS = {"name": str, "description": str, "dataset": str, "normalize": str, "device": str,
               "dtype": str, "threads": int, "models": dict, "grid": list, "expected": str,
-              "paper": str, "claim": str, **{k: v for k, v in GRID_KEYS.items() if k != "models"}}
+              "paper": str, "claim": str, "reference_lr": float, **PERTURB_KEYS,
+              **{k: v for k, v in GRID_KEYS.items() if k != "models"}}
 MODEL_KEYS = {f.name: f.type for f in fields(ModelSpec)}
 
 
@@ -133,6 +141,10 @@ class StudySpec:
     dtype: str = "float32"
     threads: int = 1
     train: tuple[tuple[str, object], ...] = ()
+    perturb: tuple[str, ...] = ()   # kinds of perturbed siblings (PERTURB_KINDS)
+    replicas: int = 3               # siblings per kind and run (Summers & Dinneen used several)
+    perturb_seeds: tuple[int, ...] = ()  # the seeds that get siblings; empty: every seed
+    reference_lr: float = 0.1       # the unfair comparison's setting: the notebook's lr
     meta: tuple[tuple[str, str], ...] = ()  # paper, claim, expected: text for humans
     activation_defs: tuple[tuple[str, str], ...] = ()  # a user's activations: name -> Definition JSON
 
@@ -161,10 +173,18 @@ class StudySpec:
                                                device=device, dtype=self.dtype, threads=self.threads,
                                                **{**train, "engine": engine},
                                                activation_def=defs.get(a, ""))
-                                if spec.run_id not in seen:
-                                    seen.add(spec.run_id)
-                                    out.append(spec)
+                                for sibling in (spec, *self.siblings(spec)):
+                                    if sibling.run_id not in seen:
+                                        seen.add(sibling.run_id)
+                                        out.append(sibling)
         return out
+
+    def siblings(self, spec: RunSpec) -> list[RunSpec]:
+        """The perturbed siblings of one original run (none unless the study asks)."""
+        if not self.perturb or (self.perturb_seeds and spec.seed not in self.perturb_seeds):
+            return []
+        return [replace(spec, perturb=k, replica=r) for k in self.perturb
+                for r in range(1, self.replicas + 1)]
 
 
 # What 'auto' means per model kind, measured by `make bench` (its table (2): one thread, CPU
@@ -343,7 +363,37 @@ def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
         normalize=d.get("normalize", "none"), device=d.get("device", "auto"),
         dtype=d.get("dtype", "float32"), threads=d.get("threads", 1),
         meta=tuple((k, d[k]) for k in ("paper", "claim", "expected") if k in d),
-        activation_defs=_used_defs(defs, grids))
+        activation_defs=_used_defs(defs, grids), reference_lr=_reference_lr(where, d),
+        **_perturbation(where, d.get("perturb"), d.get("replicas"), d.get("perturb_seeds")))
+
+
+def _reference_lr(where: str, d: dict) -> float:
+    lr = d.get("reference_lr", 0.1)
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"{where}: reference_lr must be a positive number, got {_short(lr)}")
+    return float(lr)
+
+
+def _perturbation(where: str, kinds, replicas, seeds) -> dict:
+    """Validated perturb / replicas / perturb_seeds (None leaves each at its default)."""
+    out = {}
+    if kinds is not None:
+        if not isinstance(kinds, (list, tuple)) or not kinds:
+            raise ConfigError(f"{where}: perturb must be a non-empty list of {', '.join(PERTURB_KINDS)}")
+        for k in kinds:
+            if k not in PERTURB_KINDS:
+                raise ConfigError(f"{where}: " + acts.unknown("perturbation", k, PERTURB_KINDS))
+        out["perturb"] = tuple(dict.fromkeys(kinds))
+    if replicas is not None:
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 < replicas <= MAX_REPLICAS:
+            raise ConfigError(f"{where}: replicas must be 1 to {MAX_REPLICAS}, got {_short(replicas)}")
+        out["replicas"] = replicas
+    if seeds is not None:
+        if not isinstance(seeds, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds):
+            raise ConfigError(f"{where}: perturb_seeds must be a list of non-negative integers")
+        out["perturb_seeds"] = tuple(dict.fromkeys(seeds))
+    return out
 
 
 def _used_defs(defs: dict, grids) -> tuple:
@@ -399,7 +449,8 @@ def load_preset(name: str) -> StudySpec:
 
 def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=None, n_train=None,
                    hidden_units=None, activate_logits=None, dataset=None, device=None,
-                   threads=None, **train) -> StudySpec:
+                   threads=None, perturb=None, replicas=None, perturb_seeds=None,
+                   **train) -> StudySpec:
     """The study with command-line flags applied to every grid (None leaves a value alone)."""
     specs = dict(study.models)
     if models is not None:
@@ -448,7 +499,8 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
     grids = tuple(dict.fromkeys(grids))
     return replace(study, grids=grids, models=tuple(specs.items()), activation_defs=_used_defs(defs, grids),
                    dataset=dataset or study.dataset, device=device or study.device,
-                   threads=threads or study.threads)
+                   threads=threads or study.threads,
+                   **_perturbation("flags", perturb, replicas, perturb_seeds))
 
 
 # Seconds per training sample per epoch on one thread of this project's 2-core reference

@@ -30,8 +30,8 @@ from .activations import ACTIVATIONS
 from .config import RunSpec
 from .errors import ConfigError
 from .models import TinyVGG
-from .seeding import generator
-from .train import DTYPES, EVAL_BATCH, RunResult, environment, make_optimizer, prepare, validation_set
+from .train import (DTYPES, EVAL_BATCH, RunResult, environment, make_optimizer, prepare,
+                    shuffle_generator, validation_set)
 
 # Containers whose forward is their children in order.
 SEQUENTIAL = (nn.Sequential, TinyVGG)
@@ -128,12 +128,13 @@ class Stack:
 
 
 def _check_unit(unit: list[RunSpec]) -> None:
-    """Members may differ in their seed only."""
+    """Members may differ in their seed (and perturbed siblings in their perturbation) only."""
     first = unit[0]
-    if any(replace(s, seed=first.seed) != first for s in unit[1:]):
-        raise ConfigError("an ensemble's runs may differ only in their seed")
-    if len({s.seed for s in unit}) != len(unit):
-        raise ConfigError("an ensemble's seeds must be distinct")
+    if any(replace(s, seed=first.seed, perturb="", replica=0) != replace(first, perturb="", replica=0)
+           for s in unit[1:]):
+        raise ConfigError("an ensemble's runs may differ only in their seed or perturbation")
+    if len({(s.seed, s.perturb, s.replica) for s in unit}) != len(unit):
+        raise ConfigError("an ensemble's runs must be distinct")
     if first.diagnostics:
         raise ConfigError("diagnostics are recorded by the loop engine only; use --engine loop")
 
@@ -180,7 +181,7 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
     test_x = data.test_x.to(spec.device, DTYPES[spec.dtype])
     test_y = data.test_y.to(spec.device)
     eval_batch = EVAL_BATCH[spec.model_spec.kind]
-    shuffles = [generator(s.seed, "shuffle") for s in unit]
+    shuffles = [shuffle_generator(s) for s in unit]
     n, bs = spec.n_train, spec.batch_size
     steps = math.ceil(n / bs)  # the last batch is partial, as the loop's
 

@@ -60,7 +60,9 @@ def plan_units(specs: list[RunSpec]) -> list[list[RunSpec]]:
     units, groups = [], {}
     for s in specs:
         if s.engine == "ensemble":
-            key = json.dumps({k: v for k, v in asdict(s).items() if k != "seed"}, sort_keys=True)
+            # siblings (perturb, replica) train beside their originals: one unit, like seeds
+            key = json.dumps({k: v for k, v in asdict(s).items()
+                              if k not in ("seed", "perturb", "replica")}, sort_keys=True)
             if key not in groups:
                 groups[key] = []
                 units.append(groups[key])

@@ -15,8 +15,12 @@ _INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: t
 
 
 def weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The weight matrices and kernels (not biases or norm scales), in registration order."""
-    return [(name, p) for name, p in model.named_parameters() if p.ndim >= 2]
+    """The weights a flip is drawn from: every weight matrix and kernel (not biases or norm
+    scales) but the first layer's. An MLP's first-layer weight on one of MNIST's always-black
+    border pixels never touches an output or a gradient, so flipping it would change nothing:
+    measured, 1 of 2 seeds' siblings came out bitwise equal to their original over 48 steps."""
+    found = [(name, p) for name, p in model.named_parameters() if p.ndim >= 2]
+    return found[1:] if len(found) > 1 else found
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from . import diagnostics
 from .activations import use as use_activation
 from .config import RunSpec
 from .models import build_model
+from .perturb import flip_init_bit
 from .seeding import generator, set_seed, set_threads
 from .store import RunResult
 
@@ -49,6 +50,8 @@ def prepare(spec: RunSpec, data: datasets.Data):
     model = build_model(m.kind, spec.activation, m.init, hidden_units=m.hidden_units,
                         hidden_layers=m.hidden_layers, activate_logits=m.activate_logits,
                         batchnorm=m.batchnorm).to(device, dtype)
+    if spec.perturb == "init":  # a sibling: one weight's lowest mantissa bit flipped
+        flip_init_bit(model, spec.seed, spec.replica)
     if m.kind == "tinyvgg":  # channels_last halves TinyVGG's time on CPU
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -74,6 +77,11 @@ def validate(model, val, batch: int) -> dict:
     return {"val_loss": loss, "val_accuracy": acc}
 
 
+def shuffle_generator(spec: RunSpec) -> torch.Generator:
+    """The run's batch-order stream; an `order` sibling draws from its own further stream."""
+    return generator(spec.seed, "shuffle", spec.replica if spec.perturb == "order" else 0)
+
+
 @torch.inference_mode()
 def evaluate(model, x, y, batch: int) -> tuple[float, float]:
     """Mean loss and accuracy over a whole set, in evaluation mode."""
@@ -97,7 +105,7 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
     test_y = data.test_y.to(spec.device)
     eval_batch = EVAL_BATCH[spec.model_spec.kind]
     optimizer = make_optimizer(spec, model.parameters())
-    shuffle = generator(spec.seed, "shuffle")
+    shuffle = shuffle_generator(spec)
     n, bs = spec.n_train, spec.batch_size
     steps = math.ceil(n / bs)  # the last batch is partial, as DataLoader's default
     diag = diagnostics.Recorder(spec, model, data) if spec.diagnostics else None  # probes epoch 0
