@@ -12,7 +12,7 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # before torch: the profiler's s
 from torch.profiler import ProfilerActivity, profile
 
 from actconv.cli import build_parser, study_from_args
-from actconv.executors import DataArgs
+from actconv.execution import DataArgs
 from actconv.seeding import set_threads
 from actconv.train import train_run
 

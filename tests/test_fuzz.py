@@ -1,11 +1,13 @@
 """Bad input, generated: study tables, study files and command lines give one clear line and
 exit 2 (or run), never a traceback; nothing is written outside --out; nothing is unpickled."""
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -147,8 +149,17 @@ def command_lines(draw):
     return argv, study
 
 
-def _fake_unit(unit, data_args, progress=False, data=None, faults=None):
-    return [RunResult(s, "done") for s in unit]
+def _instant(backend):
+    """The backend with its real checks, whose units all "finish" at once in this process."""
+    @contextlib.contextmanager
+    def start(options):
+        yield lambda feed, data_args: ((u, [RunResult(s, "done") for s in u]) for u in iter(lambda: feed(0), None))
+    return types.SimpleNamespace(probe=backend.probe, start=start)
+
+
+def _train_nothing(mp):
+    for name in ("serial", "local"):
+        mp.setitem(executors.BACKENDS, name, _instant(executors.BACKENDS[name]))
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
@@ -162,8 +173,7 @@ def test_generated_command_lines_run_or_exit_2_with_one_line_and_write_only_unde
         work.mkdir()
         mp.chdir(work)
         # Nothing trains here: every run "finishes" at once, in this process.
-        mp.setattr(executors, "execute_unit", _fake_unit)
-        mp.setattr(executors, "_pool", lambda feed, data_args, jobs: executors._serial(feed, data_args, False))
+        _train_nothing(mp)
         files = []
         if study is not None:
             (Path(tmp) / "s.toml").write_text(toml_document(study), encoding="utf-8", errors="surrogatepass")
@@ -189,7 +199,7 @@ def test_any_command_line_gives_a_result_or_one_line(argv, capsys):
     argv = [a for a in argv if a not in ("-h", "--help")]  # help prints usage and exits 0, as it should
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
-        mp.setattr(executors, "execute_unit", _fake_unit)
+        _train_nothing(mp)
         argv = [os.path.join(tmp, "missing") if a == "abc" else a for a in argv]
         capsys.readouterr()
         try:

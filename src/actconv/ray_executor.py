@@ -1,18 +1,26 @@
-"""Ray executor: work units as Ray tasks on a cluster; results come back to the driver,
-which alone writes the store, so the nodes need no shared filesystem."""
+"""Ray backend (`--executor ray`): work units as Ray tasks on a cluster; results come back to
+the driver, which alone writes the store, so the nodes need no shared filesystem."""
 import logging
 import os
 import socket
 from contextlib import contextmanager
 
 from .errors import ConfigError
-from .executors import FAULT_ENV, DataArgs, Lost, execute_unit
+from .execution import FAULT_ENV, DataArgs, Lost, Options, execute_unit
+from .execution import probe  # noqa: F401 -- checks in the driver, which loads the data anyway for ray.put
 
 # Off, Ray advertises the machine's network address even when told 127.0.0.1; a local Ray
 # that actconv starts (or one reached on loopback) must stay on loopback.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _DATA = {}  # per worker process: the study's data, fetched from the object store once
 _FETCHES = 0  # how many times this worker fetched data (tests check it is once)
+
+
+@contextmanager
+def start(options: Options):
+    """Connect first, so that no Ray or no cluster is an error before the store is touched."""
+    with session(options.ray_address, options.jobs) as ray:
+        yield lambda feed, data_args: run_units(feed, data_args, ray)
 
 
 @contextmanager

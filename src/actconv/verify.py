@@ -8,7 +8,7 @@ import torch
 
 from .config import RunSpec
 from .errors import ConfigError
-from .executors import DataArgs, execute_unit
+from .execution import DataArgs, execute_unit
 from .store import FINISHED, Store
 
 EPOCH_COLUMNS = ["train_loss", "train_accuracy", "test_loss", "test_accuracy"]

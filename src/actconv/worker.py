@@ -9,6 +9,7 @@ import gc
 
 import torch._dynamo  # noqa: F401 -- the optimizer's first-use import, shared from here
 
-from . import ensemble, executors  # noqa: F401
+# what a pool worker unpickles (execute_unit, probe, _init_worker) and the training code it runs
+from . import ensemble, execution, pool_executor, train  # noqa: F401
 
 gc.freeze()
