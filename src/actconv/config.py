@@ -125,8 +125,7 @@ class StudySpec:
             grid_train = {**dict(self.train), **dict(g.train)}
             for m in g.models:  # resolved per model: 'auto' means another engine for another kind
                 train = {**grid_train, "engine": resolve_engine(grid_train.get("engine", "auto"),
-                                                                models[m].kind,
-                                                                grid_train.get("diagnostics", False))}
+                                                                models[m].kind)}
                 for a in g.activations:
                     for s in g.seeds:
                         for n in g.n_train:
@@ -148,10 +147,8 @@ class StudySpec:
 AUTO_ENGINE = {"mlp": "ensemble", "tinyvgg": "loop"}
 
 
-def resolve_engine(engine: str, model_kind: str, diagnostics: bool = False) -> str:
-    """'auto' picks the engine the benchmark shows is faster; diagnostics are the loop's alone."""
-    if diagnostics:
-        return "loop"
+def resolve_engine(engine: str, model_kind: str) -> str:
+    """'auto' picks the engine the benchmark shows is faster (both record diagnostics)."""
     return AUTO_ENGINE.get(model_kind, "loop") if engine == "auto" else engine
 
 
