@@ -14,7 +14,8 @@ single-model loop steps 4.7 ms. Convolutions run per member (channels_last, as t
 one grouped convolution over all members (what vmap does) took 12.8-13.4 ms per member-step
 of TinyVGG(16) against 9.0-10.6 for the loop's; per member they round exactly as the
 loop's. Rounding elsewhere differs from the loop (batched kernels), which is why the engine
-is part of a run's id. A member's numbers do not depend on the other members.
+is part of a run's id. A member's numbers do not depend on the other members. With
+diagnostics on, `recorder.StackRecorder` records each member's rows as the loop's Recorder would.
 """
 import math
 import time
