@@ -4,8 +4,9 @@
 Prints, per grid, wall time, training samples per second and the ratio (the reference loop
 is `../shared/bench/seed_style.py`, or $ACTCONV_REFERENCE, or --reference); which engine
 is faster per model kind (what `--engine auto` picks); the model-FLOP utilisation of
-training the original TinyVGG(64); peak memory; and whether the two engines' final losses
-differ over many seeds. Every number is measured in this one command.
+training the original TinyVGG(64); peak memory; whether the two engines' final losses
+differ over many seeds; and the seed preset's MLP part with diagnostics on either engine.
+Every number is measured in this one command.
 """
 import argparse
 import contextlib
@@ -384,6 +385,25 @@ def engines_agree(tiny: bool, n_seeds: int, jobs: int, tmp: Path) -> list[dict]:
     return rows
 
 
+# -- (7) diagnostics: the seed preset's MLP part on the loop and on the ensemble ---------------------
+def diagnostics_engines(flags: list[str], jobs: int, tmp: Path) -> list[dict]:
+    """The same command with `--engine loop` ("before": only the loop recorded diagnostics) and
+    `--engine ensemble` ("after"): wall and CPU time, and that every run recorded diagnostics."""
+    rows = []
+    for engine, when in (("loop", "before"), ("ensemble", "after")):
+        out = tmp / f"diagnostics-{engine}"
+        t = run_timed(actconv_cmd([*flags, "--engine", engine], out, jobs))
+        res = load_results(out)
+        if set(res.runs.engine) != {engine} or set(res.diagnostics.run_id) != set(res.runs.run_id):
+            raise SystemExit(f"bench: diagnostics on {engine}: expected every run on {engine} with diagnostics, "
+                             f"got engines {sorted(set(res.runs.engine))}, {res.diagnostics.run_id.nunique()} "
+                             f"of {len(res.runs)} runs with diagnostics")
+        rows.append(dict(engine=engine, when=when, runs=len(res.runs), diagnostics_rows=len(res.diagnostics),
+                         wall_s=t.wall_s, cpu_s=t.cpu_s, peak_mb=t.peak_mb))
+    rows[1]["ratio"] = rows[0]["wall_s"] / rows[1]["wall_s"]
+    return rows
+
+
 # -- printing ---------------------------------------------------------------------------------------
 def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     """Columns: (key, header, format)."""
@@ -409,6 +429,9 @@ def main(argv=None) -> int:
                         "(default: the whole preset; 0: skip)")
     p.add_argument("--seed-jobs", default=None,
                    help="--jobs values the seed preset runs with, comma-separated (default: --jobs)")
+    p.add_argument("--diag-epochs", type=int, default=None,
+                   help="(7) the seed preset's MLP part with diagnostics, loop against ensemble, cut to this "
+                        "many epochs (default: the whole preset, 10 epochs; 0: skip)")
     p.add_argument("--no-profile", action="store_true", help="skip (6), the operator profile of the TinyVGG grid")
     p.add_argument("--tiny", action="store_true", help="tiny grids: seconds, to test this script")
     p.add_argument("--json", help="also write every number here")
@@ -518,6 +541,18 @@ def main(argv=None) -> int:
             print(op_profile.describe(prof))
             print("  both programs run these same torch kernels; actconv's measures (data on the device, "
                   "channels_last, no per-step sync) act on the rest")
+        if args.diag_epochs != 0:
+            flags = ["--preset", "smoke" if args.tiny else "seed", "--models", "mlp_original,mlp", "--diagnostics"]
+            if args.diag_epochs and not args.tiny:
+                flags += ["--epochs", str(args.diag_epochs)]
+            rows = diagnostics_engines(flags, args.jobs, tmp)
+            report["diagnostics_engines"] = dict(flags=flags, jobs=args.jobs, rows=rows)
+            print(f"\n(7) diagnostics on both engines: `actconv run {' '.join(flags)} --engine loop|ensemble "
+                  f"--jobs {args.jobs}` (before: only the loop recorded diagnostics, so `auto` picked it)")
+            print(table(rows, [("when", "", "s"), ("engine", "engine", "s"), ("runs", "runs", "d"),
+                               ("diagnostics_rows", "diagnostics rows", ",d"), ("wall_s", "wall s", ".1f"),
+                               ("cpu_s", "cpu s", ".1f"), ("peak_mb", "peak MB", ".0f"),
+                               ("ratio", "loop/ensemble", ".2f")]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

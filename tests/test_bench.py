@@ -28,7 +28,7 @@ def test_bench_runs_end_to_end_on_tiny_grids(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout
     for header in ("wall s", "samples/s", "ratio", "peak MB", "largest RSS MB", "ensemble/loop",
-                   "--engine auto", "GFLOP/step", "MFU", "paired t p", "Welch p"):
+                   "--engine auto", "GFLOP/step", "MFU", "paired t p", "Welch p", "loop/ensemble"):
         assert header in text, header
     assert "bench-mlp" in text and "target >= 10.0x" in text and "target >= 75%" in text
     report = json.loads(out.read_text())
@@ -45,6 +45,11 @@ def test_bench_runs_end_to_end_on_tiny_grids(tmp_path):
     assert 0 < floor["torch"]["private_mb"] < floor["torch"]["rss_mb"] < floor["a worker"]["rss_mb"]
     assert floor["a driver"]["rss_mb"] < floor["torch"]["rss_mb"] / 2  # the driver's modules leave torch out
     assert 0 < report["mfu"][0]["gflop_per_step"] < 20
+    diag = report["diagnostics_engines"]  # (7): the same command on either engine, every run recorded
+    assert [r["engine"] for r in diag["rows"]] == ["loop", "ensemble"] and "--diagnostics" in diag["flags"]
+    assert [r["runs"] for r in diag["rows"]] == [18, 18]  # smoke's grids with its two MLPs
+    assert diag["rows"][0]["diagnostics_rows"] == diag["rows"][1]["diagnostics_rows"] > 0
+    assert diag["rows"][1]["ratio"] == pytest.approx(diag["rows"][0]["wall_s"] / diag["rows"][1]["wall_s"])
 
 
 def test_missing_reference_is_one_clear_error(tmp_path):

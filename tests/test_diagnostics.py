@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import actconv
-from actconv import claims, config, diagnostics as D
+from actconv import claims, config, diagnostics as D, recorder as R
 from actconv.cli import build_parser, study_from_args
 from actconv.config import ModelSpec, RunSpec
 from actconv.seeding import generator
@@ -39,7 +39,7 @@ def hand_probe(activation: nn.Module, bias3: float = 0.0) -> pd.DataFrame:
         model[0].bias.copy_(torch.tensor([0.0, 0.0, bias3]))
     data = SimpleNamespace(train_x=torch.tensor([[10.0, 0.0], [-10.0, 0.0], [0.0, 0.0], [20.0, 0.0]]),
                            pool_size=4)
-    rec = D.Recorder(spec(), model, data)  # probes epoch 0 on all four rows
+    rec = R.Recorder(spec(), model, data)  # probes epoch 0 on all four rows
     return pd.DataFrame(rec.rows, columns=COLS).set_index(["layer", "metric"])["value"]
 
 
@@ -53,7 +53,7 @@ def test_saturation_on_hand_built_sigmoid_layer():
     assert v["layer1", "act_std"] == pytest.approx(out.std(unbiased=False).item(), rel=1e-5)
     assert v["layer1", "unit_mean_median"] == pytest.approx(0.5, rel=1e-6)
     assert v["layer1", "weight_norm"] == pytest.approx(math.sqrt(2))
-    hist = v["layer1"][[m for m in D.HIST_METRICS]]
+    hist = v["layer1"][[m for m in R.HIST_METRICS]]
     assert hist.sum() == pytest.approx(1.0)
     assert hist.iloc[0] == pytest.approx(1 / 12)  # -10
     assert hist.iloc[-1] == pytest.approx(2 / 12)  # 10 and 20
@@ -72,10 +72,10 @@ def test_prelu_max_derivative_follows_its_learned_slope():
     act = nn.PReLU()
     with torch.no_grad():
         act.weight.fill_(2.0)
-    assert D.max_derivative(act) == pytest.approx(2.0)
-    assert D.max_derivative(nn.Sigmoid()) == pytest.approx(0.25)
+    assert R.max_derivative(act) == pytest.approx(2.0)
+    assert R.max_derivative(nn.Sigmoid()) == pytest.approx(0.25)
     # SELU: the supremum 1.0507 x 1.6733 is approached at 0 from below; the grid is 0.005 away
-    assert D.max_derivative(nn.SELU()) == pytest.approx(1.0507 * 1.67326, rel=1e-2)
+    assert R.max_derivative(nn.SELU()) == pytest.approx(1.0507 * 1.67326, rel=1e-2)
 
 
 def test_gradient_norms_match_autograd_on_a_tiny_network(mnist5k):
@@ -94,7 +94,7 @@ def test_gradient_norms_match_autograd_on_a_tiny_network(mnist5k):
     assert list(first.index) == ["layer1", "layer2", "output"]
     assert first.to_numpy() == pytest.approx(expect, rel=1e-5)
     ratio = d[(d["metric"] == "grad_ratio") & (d["step"] == 1)]
-    assert ratio["layer"].tolist() == [D.RATIO]
+    assert ratio["layer"].tolist() == [R.RATIO]
     assert ratio["value"].iloc[0] == pytest.approx(expect[0] / expect[-1], rel=1e-5)
 
 
@@ -106,7 +106,7 @@ def test_rows_cover_every_epoch_and_every_kth_step(mnist5k):
     steps = sorted(d.loc[d["metric"] == "grad_norm", "step"].unique())
     assert steps == [1, 4, 7]
     assert set(d.loc[d["metric"] == "grad_norm", "epoch"]) == {1, 2}
-    assert set(d["metric"]) == set(D.LAYER_METRICS + D.HIST_METRICS + ["weight_norm", "grad_norm",
+    assert set(d["metric"]) == set(R.LAYER_METRICS + R.HIST_METRICS + ["weight_norm", "grad_norm",
                                                                        "grad_ratio"])
     assert train_run(replace(r.spec, diagnostics=False), mnist5k).diagnostics == []
 

@@ -161,8 +161,7 @@ class StudySpec:
             for m in g.models:  # resolved per model: 'auto' means another engine for another kind
                 for setting in settings:  # one per value of each list axis (lr, epochs, ...)
                     train = {**setting, "engine": resolve_engine(setting.get("engine", "auto"),
-                                                                 models[m].kind,
-                                                                 setting.get("diagnostics", False))}
+                                                                 models[m].kind)}
                     for a in g.activations:
                         engine = _user_engine(a, defs.get(a, ""), train["engine"],
                                               setting.get("engine", "auto"))
@@ -195,10 +194,8 @@ class StudySpec:
 AUTO_ENGINE = {"mlp": "ensemble", "tinyvgg": "loop"}
 
 
-def resolve_engine(engine: str, model_kind: str, diagnostics: bool = False) -> str:
-    """'auto' picks the engine the benchmark shows is faster; diagnostics are the loop's alone."""
-    if diagnostics:
-        return "loop"
+def resolve_engine(engine: str, model_kind: str) -> str:
+    """'auto' picks the engine the benchmark shows is faster (both record diagnostics)."""
     return AUTO_ENGINE.get(model_kind, "loop") if engine == "auto" else engine
 
 

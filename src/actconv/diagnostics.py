@@ -1,186 +1,20 @@
-"""Training dynamics per layer: recorded on a fixed probe batch, analysed as long tables.
+"""Training dynamics per layer, analysed as long tables.
 
-Recording (`Recorder`, used by `train.train_run` when `RunSpec.diagnostics` is on): at
-epoch 0 and after every epoch, a forward pass over a fixed probe batch (300 images of the
-training pool for MLPs, 100 for TinyVGG, the same for every run of a seed) gives, per
-hidden layer, the mean and standard deviation of the activations (as Glorot & Bengio 2010
-plotted them), the pre-activations' histogram, the fraction of saturated entries, the
-fraction of dead units and the weight norm; during training, every `grad_every` steps,
-each layer's weight gradient norm and the first-to-last ratio. Nothing here touches the
-training numbers: the probe draws from its own generator, runs without gradients and
-restores BatchNorm's running statistics, and gradient norms only read `.grad`.
-
-Analysis (pure functions on the `diagnostics` long table joined to `runs`) follows; the
+What is recorded during training (`Recorder`, a probe batch's per-layer statistics and
+gradient norms) lives in `recorder.py`, torch only, so that training never imports pandas.
+Here: analysis (pure functions on the `diagnostics` long table joined to `runs`); the
 verdicts built on it (mechanisms m1-m3, paper presets) are in `claims/`.
 """
-import math
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from . import activations as acts
-from .seeding import generator
+from .recorder import HIST_EDGES, LAYER_METRICS, OUTPUT, SATURATION, derivative, max_derivative
 from .tables import CONFIG_KEYS, RUN_KEYS, need
-
-# Glorot & Bengio's 300 fixed examples for MLPs; 100 for TinyVGG, where each image gives
-# 784 positions per channel and a 300-image probe alone cost a fifth of an epoch.
-PROBE_SIZE = {"mlp": 300, "tinyvgg": 100}
-SAMPLE = 2 ** 16          # saturation and histograms from at most this many entries per layer
-SATURATION = 0.01         # saturated: derivative below 1% of the activation's largest derivative
-HIST_EDGES = np.linspace(-8.0, 8.0, 33)  # 32 bins of 0.5 plus one below and one above
-HIST_METRICS = [f"preact_hist_{i:02d}" for i in range(len(HIST_EDGES) + 1)]
-LAYER_METRICS = ["act_mean", "act_std", "unit_mean_median", "preact_mean", "preact_std",
-                 "saturated", "dead"]
-OUTPUT = "output"         # the last weight layer (the logits)
-RATIO = "first/last"      # layer name of the gradient-norm ratio rows
-_ACT_TYPES = tuple({type(acts.make_activation(a)) for a in acts.ACTIVATIONS})
-_GRID = torch.linspace(-20.0, 20.0, 8001)  # where an activation's largest derivative is looked for
-
-
-# -- recording ---------------------------------------------------------------------------
-
-def probe_indices(seed: int, pool_size: int, size: int = PROBE_SIZE["mlp"]) -> torch.Tensor:
-    """The probe batch: `size` pool images from the seed's own 'probe' stream."""
-    return torch.randperm(pool_size, generator=generator(seed, "probe"))[:size]
-
-
-def layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module | None]]:
-    """(name, weight layer, its activation or None) in forward order; the last is 'output'."""
-    found = []
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            found.append([m, None])
-        elif found and found[-1][1] is None and (isinstance(m, _ACT_TYPES) or acts.is_user_module(m)):
-            found[-1][1] = m
-    return [(OUTPUT if i == len(found) - 1 else f"layer{i + 1}", w, a) for i, (w, a) in enumerate(found)]
-
-
-def derivative(act: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """The elementwise derivative of an activation at z, by autograd."""
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        y = act(z)
-        (d,) = torch.autograd.grad(y, z, torch.ones_like(y))
-    return d
-
-
-def max_derivative(act: nn.Module) -> float:
-    """The activation's largest derivative (on a dense grid over [-20, 20])."""
-    p = next(act.parameters(), None)
-    grid = _GRID.to(p.device, p.dtype) if p is not None else _GRID
-    return float(derivative(act, grid).abs().max())
-
-
-class Recorder:
-    """Collects one run's diagnostics rows: construct it after the model, then call
-    `after_backward(b)` after each backward pass and `end_epoch(epoch)` after each epoch."""
-
-    def __init__(self, spec, model: nn.Module, data):
-        self.model, self.every = model, spec.grad_every
-        self.layers = layers(model)
-        self.weights = [w.weight for _, w, _ in self.layers]
-        device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-        size = PROBE_SIZE[spec.model_spec.kind]
-        x = data.train_x[probe_indices(spec.seed, data.pool_size, size)].to(device, dtype)
-        if spec.model_spec.kind == "tinyvgg":
-            x = x.contiguous(memory_format=torch.channels_last)
-        self.x = x
-        self.steps = math.ceil(spec.n_train / spec.batch_size)
-        # Gradient norms stay on the device until the epoch ends: no host sync per step.
-        self.buf = torch.zeros(self.steps, len(self.weights), device=device, dtype=dtype)
-        self.recorded: list[int] = []
-        self.done_steps = 0
-        self.rows: list[tuple] = []
-        self._sample: dict[int, torch.Tensor] = {}
-        self._dmax: dict[int, float] = {}
-        self.probe(0, 0)
-
-    def after_backward(self, b: int) -> None:
-        step = self.done_steps + b + 1
-        if (step - 1) % self.every:
-            return
-        norms = [torch.linalg.vector_norm(w.grad) for w in self.weights]
-        self.buf[len(self.recorded)] = torch.stack(norms)
-        self.recorded.append(step)
-
-    def end_epoch(self, epoch: int) -> None:
-        if self.recorded:
-            norms = self.buf[:len(self.recorded)].cpu().double().numpy()
-            names = [name for name, _, _ in self.layers]
-            for step, row in zip(self.recorded, norms):
-                self.rows.extend((epoch, step, n, "grad_norm", float(v)) for n, v in zip(names, row))
-                self.rows.append((epoch, step, RATIO, "grad_ratio",
-                                  float(row[0] / row[-1]) if row[-1] > 0 else math.nan))
-        self.done_steps += self.steps
-        self.recorded = []
-        self.probe(epoch, self.done_steps)
-
-    @torch.no_grad()
-    def probe(self, epoch: int, step: int) -> None:
-        """One forward pass over the probe batch; per-layer statistics as rows."""
-        seen = {}
-        hooks = [a.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, (i[0], o)))
-                 for name, _, a in self.layers if a is not None]
-        # BatchNorm in training mode updates running statistics: keep them as they were.
-        saved = [b.clone() for b in self.model.buffers()]
-        try:
-            self.model(self.x)
-        finally:
-            for h in hooks:
-                h.remove()
-            for b, s in zip(self.model.buffers(), saved):
-                b.copy_(s)
-        names, stats = [], []
-        lo, width, n_bins = HIST_EDGES[0], HIST_EDGES[1] - HIST_EDGES[0], len(HIST_EDGES) + 1
-        for name, w, a in self.layers:
-            names.append(name)
-            if a is None:
-                stats.append(torch.linalg.vector_norm(w.weight).reshape(1))
-                continue
-            z, y = seen[name]
-            zs = self._entries(z)
-            d = derivative(a, zs).abs()
-            others = [i for i in range(y.ndim) if i != 1]  # axis 1 is the unit (or channel)
-            unit_means = y.mean(dim=others)
-            # Uniform bins by arithmetic (bucketize and bincount are slower); the first and
-            # last bins catch the tails, NaN (a diverged run) goes to an extra one, dropped.
-            bins = ((zs - lo) / width).floor_().add_(1).clamp_(0, n_bins - 1).nan_to_num_(n_bins)
-            ones = torch.ones((), dtype=zs.dtype, device=zs.device).expand(len(zs))
-            hist = torch.zeros(n_bins + 1, dtype=zs.dtype, device=zs.device).index_add_(
-                0, bins.long(), ones)[:n_bins]
-            stats.append(torch.cat([
-                torch.stack([y.mean(), y.std(correction=0), unit_means.median(), z.mean(),
-                             z.std(correction=0),
-                             (d < SATURATION * self._max_derivative(a)).to(y.dtype).mean(),
-                             (y.ne(0).sum(dim=others) == 0).to(y.dtype).mean(),
-                             torch.linalg.vector_norm(w.weight)]),
-                hist.to(y.dtype) / zs.numel()]))
-        for name, values in zip(names, [v.cpu().double().tolist() for v in stats]):
-            metrics = (["weight_norm"] if len(values) == 1
-                       else LAYER_METRICS + ["weight_norm"] + HIST_METRICS)
-            self.rows.extend((epoch, step, name, m, v) for m, v in zip(metrics, values))
-
-    def _max_derivative(self, act: nn.Module) -> float:
-        """Cached per layer, except for activations that learn (PReLU's slope moves)."""
-        if next(act.parameters(), None) is not None:
-            return max_derivative(act)
-        if id(act) not in self._dmax:
-            self._dmax[id(act)] = max_derivative(act)
-        return self._dmax[id(act)]
-
-    def _entries(self, z: torch.Tensor) -> torch.Tensor:
-        """All of z's entries, or a fixed random sample of SAMPLE of them (conv layers)."""
-        n = z.numel()
-        if n <= SAMPLE:
-            return z.reshape(-1)
-        if n not in self._sample:  # a private generator: the global RNG is left alone
-            g = torch.Generator().manual_seed(n)
-            self._sample[n] = torch.randint(n, (SAMPLE,), generator=g).to(z.device)
-        if z.ndim == 4 and z.is_contiguous(memory_format=torch.channels_last):
-            z = z.permute(0, 2, 3, 1)  # memory order: a view, where take would copy
-        return z.reshape(-1)[self._sample[n]]
+# The table's other names, for the analysis' readers (plots, tests): one definition, in recorder.py.
+from .recorder import HIST_METRICS, RATIO  # noqa: F401
 
 
 # -- analysis: pure functions on the diagnostics long table ------------------------------

@@ -14,24 +14,25 @@ single-model loop steps 4.7 ms. Convolutions run per member (channels_last, as t
 one grouped convolution over all members (what vmap does) took 12.8-13.4 ms per member-step
 of TinyVGG(16) against 9.0-10.6 for the loop's; per member they round exactly as the
 loop's. Rounding elsewhere differs from the loop (batched kernels), which is why the engine
-is part of a run's id. A member's numbers do not depend on the other members.
+is part of a run's id. A member's numbers do not depend on the other members. With
+diagnostics on, `recorder.StackRecorder` records each member's rows as the loop's Recorder would.
 """
 import math
 import time
 from dataclasses import replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import data as datasets
+from . import recorder
 from .activations import ACTIVATIONS
 from .config import RunSpec
 from .errors import ConfigError
 from .models import TinyVGG
-from .train import (DTYPES, EVAL_BATCH, RunResult, environment, make_optimizer, prepare,
-                    shuffle_generator, validation_set)
+from .train import (DTYPES, EVAL_BATCH, RunResult, batch_table, environment, epoch_row, make_optimizer,
+                    prepare, shuffle_generator, until_nonfinite, validation_set)
 
 # Containers whose forward is their children in order.
 SEQUENTIAL = (nn.Sequential, TinyVGG)
@@ -88,10 +89,12 @@ class Stack:
         self.layers = [(t, {k: next(it) for k in params}, {k: v[sel] for k, v in buffers.items()})
                        for t, params, buffers in self.layers]
 
-    def __call__(self, x: torch.Tensor, training: bool) -> torch.Tensor:
-        """Logits [K, B, classes] of each member on its own inputs x [K, B, C, H, W]."""
+    def __call__(self, x: torch.Tensor, training: bool, seen: dict | None = None) -> torch.Tensor:
+        """Logits [K, B, classes] of each member on its own inputs x [K, B, C, H, W]; `seen`, if
+        given, gets each activation's (input, output) by layer index (what the recorder reads)."""
         k = x.shape[0]
-        for t, p, buf in self.layers:
+        for i, (t, p, buf) in enumerate(self.layers):
+            before = x
             split = isinstance(x, list)
             if isinstance(t, (nn.Conv2d, nn.MaxPool2d)) and not split:
                 x, split = [xj.contiguous(memory_format=torch.channels_last) for xj in x.unbind(0)], True
@@ -124,6 +127,8 @@ class Stack:
                 x = [t(xj) for xj in x]
             else:
                 x = t(x)
+            if seen is not None and isinstance(t, (nn.PReLU, *ELEMENTWISE)):
+                seen[i] = (before, x)
         return torch.stack(x).flatten(2) if isinstance(x, list) else x
 
 
@@ -135,8 +140,6 @@ def _check_unit(unit: list[RunSpec]) -> None:
         raise ConfigError("an ensemble's runs may differ only in their seed or perturbation")
     if len({(s.seed, s.perturb, s.replica) for s in unit}) != len(unit):
         raise ConfigError("an ensemble's runs must be distinct")
-    if first.diagnostics:
-        raise ConfigError("diagnostics are recorded by the loop engine only; use --engine loop")
 
 
 @torch.inference_mode()
@@ -177,6 +180,7 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
     del prepared
     vals = [validation_set(s, data) for s in unit]  # [K, V, ...]: each member's own split
     val = (torch.stack([v[0] for v in vals]), torch.stack([v[1] for v in vals])) if spec.validation else None
+    diag = recorder.StackRecorder(unit, stack, data) if spec.diagnostics else None  # probes epoch 0
     optimizer = make_optimizer(spec, stack.parameters())
     test_x = data.test_x.to(spec.device, DTYPES[spec.dtype])
     test_y = data.test_y.to(spec.device)
@@ -209,18 +213,22 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()  # member j's loss depends on slice j only: its own gradient
+            if diag:
+                diag.after_backward(b)
             optimizer.step()
             loss_buf[b] = loss.detach()
             acc_buf[b] = (logits.detach().argmax(-1) == y).float().mean(1)
         epoch_losses, epoch_accs = loss_buf.cpu().numpy(), acc_buf.cpu().numpy()
+        if diag:
+            diag.end_epoch(epoch)  # before any member is dropped: the loop probes a diverging run's last epoch
         keep = []
         for j, i in enumerate(alive):
-            bad = np.flatnonzero(~np.isfinite(epoch_losses[:, j]))
-            end = bad[0] + 1 if len(bad) else steps  # up to and including the first non-finite batch
-            losses[i].append(epoch_losses[:end, j])
-            accs[i].append(epoch_accs[:end, j])
-            if len(bad):
-                status[i], diverged_step[i] = "diverged", (epoch - 1) * steps + int(bad[0]) + 1
+            member_losses, member_accs, diverged_step[i] = until_nonfinite(
+                epoch_losses[:, j], epoch_accs[:, j], epoch, steps)
+            losses[i].append(member_losses)
+            accs[i].append(member_accs)
+            if diverged_step[i] is not None:
+                status[i] = "diverged"
             else:
                 keep.append(j)
         if not keep:
@@ -229,21 +237,19 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
             xs, ys, optimizer = _drop(stack, optimizer, spec, keep, xs, ys)
             val = (val[0][keep], val[1][keep]) if val is not None else None
             alive = [alive[j] for j in keep]
+            if diag:
+                diag.keep(keep)
         test = _evaluate(stack, test_x.expand(len(alive), *test_x.shape), test_y.expand(len(alive), -1),
                          eval_batch)
         scores = _validate(stack, val, eval_batch, len(alive))
         for j, i in enumerate(alive):
-            epochs[i].append(dict(epoch=epoch, train_loss=float(losses[i][-1].mean(dtype=np.float64)),
-                                  train_accuracy=float(accs[i][-1].mean(dtype=np.float64)),
-                                  test_loss=test[0][j], test_accuracy=test[1][j], **scores[j]))
+            epochs[i].append({**epoch_row(epoch, losses[i][-1], accs[i][-1], test[0][j], test[1][j]),
+                              **scores[j]})
     wall = (time.perf_counter() - start) / k
     results = []
     for i, s in enumerate(unit):
-        loss_arr = np.concatenate(losses[i]) if losses[i] else np.empty(0, np.float32)
-        step = np.arange(1, len(loss_arr) + 1)
-        batches = dict(epoch=(step - 1) // steps + 1, step=step, loss=loss_arr.astype(np.float64),
-                       accuracy=np.concatenate(accs[i]).astype(np.float64) if accs[i] else np.empty(0))
-        results.append(RunResult(s, status[i], epochs[i], batches, diverged_step=diverged_step[i],
+        results.append(RunResult(s, status[i], epochs[i], batch_table(losses[i], accs[i], steps),
+                                 diagnostics=diag.rows[i] if diag else [], diverged_step=diverged_step[i],
                                  wall_s=wall, env=environment(s)))
     return results
 

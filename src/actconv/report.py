@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis, claims, conditions, diagnostics, plots
+from . import analysis, claims, conditions, diagnostics, plots, recorder
 from .activations import FAMILIES, use_stored_activations
 from .errors import ActconvError
 from .export import export  # noqa: F401  (it lived here; export.py now holds every format)
@@ -178,8 +178,8 @@ def _diagnostics_figures(results, epochs) -> list:
         r = runs[(runs["model"] == model) & runs["run_id"].isin(diag["run_id"].unique())]
         n = int(r["n_train"].max())
         out.append((DYNAMICS, f"{model}-layer-stats", f"{model}, {n} images: activation mean ± "
-                    f"standard deviation per hidden layer on the {diagnostics.PROBE_SIZE['mlp']}-image "
-                    f"probe batch ({diagnostics.PROBE_SIZE['tinyvgg']} for TinyVGG) after each epoch, averaged over seeds, as Glorot & Bengio plotted them.",
+                    f"standard deviation per hidden layer on the {recorder.PROBE_SIZE['mlp']}-image "
+                    f"probe batch ({recorder.PROBE_SIZE['tinyvgg']} for TinyVGG) after each epoch, averaged over seeds, as Glorot & Bengio plotted them.",
                     plots.layer_activation_stats(diag, r, model=model, n_train=n)))
         out.append((DYNAMICS, f"{model}-gradients", f"{model}, {n} images: weight-gradient norm per "
                     f"layer (log axis) and the first/last layer ratio, median over seeds.",

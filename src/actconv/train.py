@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import data as datasets
-from . import diagnostics
+from . import recorder
 from .activations import use as use_activation
 from .config import RunSpec
 from .models import build_model
@@ -95,6 +95,29 @@ def evaluate(model, x, y, batch: int) -> tuple[float, float]:
     return loss, acc
 
 
+def until_nonfinite(losses: np.ndarray, accs: np.ndarray, epoch: int, steps: int):
+    """An epoch's batch losses and accuracies up to and including the first non-finite loss,
+    and the step where the run diverged there (None while every loss is finite)."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if not len(bad):
+        return losses, accs, None
+    return losses[:bad[0] + 1], accs[:bad[0] + 1], (epoch - 1) * steps + int(bad[0]) + 1
+
+
+def epoch_row(epoch: int, losses: np.ndarray, accs: np.ndarray, test_loss: float, test_acc: float) -> dict:
+    """An epoch's row: the mean of its batch losses and accuracies (float64), its test metrics."""
+    return dict(epoch=epoch, train_loss=float(losses.mean(dtype=np.float64)),
+                train_accuracy=float(accs.mean(dtype=np.float64)), test_loss=test_loss, test_accuracy=test_acc)
+
+
+def batch_table(losses: list[np.ndarray], accs: list[np.ndarray], steps: int) -> dict:
+    """Every batch of a run as columns (epoch, step, loss, accuracy) from its epochs' arrays."""
+    loss_arr = np.concatenate(losses) if losses else np.empty(0, np.float32)
+    step = np.arange(1, len(loss_arr) + 1)
+    return dict(epoch=(step - 1) // steps + 1, step=step, loss=loss_arr.astype(np.float64),
+                accuracy=np.concatenate(accs).astype(np.float64) if accs else np.empty(0))
+
+
 def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> RunResult:
     """Train one run from its own seed; NaN or infinite loss ends it as 'diverged'."""
     start = time.perf_counter()
@@ -108,7 +131,7 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
     shuffle = shuffle_generator(spec)
     n, bs = spec.n_train, spec.batch_size
     steps = math.ceil(n / bs)  # the last batch is partial, as DataLoader's default
-    diag = diagnostics.Recorder(spec, model, data) if spec.diagnostics else None  # probes epoch 0
+    diag = recorder.Recorder(spec, model, data) if spec.diagnostics else None  # probes epoch 0
     val = validation_set(spec, data)
 
     train_loss, train_acc = evaluate(model, x, y, eval_batch)
@@ -137,21 +160,15 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
         epoch_losses, epoch_accs = loss_buf.cpu().numpy(), acc_buf.cpu().numpy()
         if diag:
             diag.end_epoch(epoch)
-        bad = np.flatnonzero(~np.isfinite(epoch_losses))
-        if len(bad):  # keep the batches up to and including the first non-finite one
-            losses.append(epoch_losses[:bad[0] + 1])
-            accs.append(epoch_accs[:bad[0] + 1])
-            status, diverged_step = "diverged", (epoch - 1) * steps + int(bad[0]) + 1
-            break
+        epoch_losses, epoch_accs, diverged_step = until_nonfinite(epoch_losses, epoch_accs, epoch, steps)
         losses.append(epoch_losses)
         accs.append(epoch_accs)
+        if diverged_step is not None:
+            status = "diverged"
+            break
         test_loss, test_acc = evaluate(model, test_x, test_y, eval_batch)
-        epochs.append(dict(epoch=epoch, train_loss=float(epoch_losses.mean(dtype=np.float64)),
-                           train_accuracy=float(epoch_accs.mean(dtype=np.float64)),
-                           test_loss=test_loss, test_accuracy=test_acc, **validate(model, val, eval_batch)))
-    loss_arr = np.concatenate(losses) if losses else np.empty(0, np.float32)
-    step = np.arange(1, len(loss_arr) + 1)
-    batches = dict(epoch=(step - 1) // steps + 1, step=step, loss=loss_arr.astype(np.float64),
-                   accuracy=np.concatenate(accs).astype(np.float64) if accs else np.empty(0))
+        epochs.append({**epoch_row(epoch, epoch_losses, epoch_accs, test_loss, test_acc),
+                       **validate(model, val, eval_batch)})
+    batches = batch_table(losses, accs, steps)
     return RunResult(spec, status, epochs, batches, diagnostics=diag.rows if diag else [],
                      diverged_step=diverged_step, wall_s=time.perf_counter() - start, env=environment(spec))
