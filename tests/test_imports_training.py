@@ -33,7 +33,7 @@ def loaded_after(code: str) -> list[str]:
 @pytest.mark.parametrize("code", [
     "import actconv.train, actconv.ensemble" + TRAIN,  # the loop and the ensemble, diagnostics on
     "import actconv.worker",                            # what the process pool's fork server imports
-    "import actconv.executors\nfrom actconv.executors import execute_unit",  # what a Ray task imports
+    "import actconv.ray_executor\nfrom actconv.execution import execute_unit",  # what a Ray task imports
 ], ids=["training", "pool-worker", "ray-task"])
 def test_training_processes_import_neither_pandas_nor_scipy(code):
     assert loaded_after(code) == []

@@ -12,9 +12,12 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
 
+from .definition import Definition
 from .errors import ConfigError
+
+# Initialisation schemes a model or an activation may name ("auto": the activation's own).
+INITS = ["default", "auto", "lecun_normal", "kaiming_normal", "xavier_uniform", "uniform_fan_in"]
 
 
 def _nn(cls: str, *args):
@@ -219,32 +222,6 @@ OBJECT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_
 DEFINITION_KEYS = {"expr", "object", "init", "family", "range"}
 
 
-@dataclass(frozen=True)
-class Definition:
-    """An activation from the user: an expression or a Python object, and what to know of it."""
-    kind: str                 # "expr" or "object"
-    text: str                 # the canonical expression, or "module:attr"
-    fingerprint: str = ""     # sha256 of the expression text or the object's source: in the run id
-    init: str = ""            # what init = "auto" uses ("": PyTorch's default)
-    family: str = ""          # a family name for reports
-    range: tuple | None = None  # (low, high) of the output, for the logit loss floor
-    range_estimated: bool = False  # range measured on a grid, not given
-    elementwise: bool = False  # parameter-free and elementwise on a probe: the ensemble runs it
-    path: str = ""            # the folder the module was imported from: where, not what
-
-    def identity(self) -> dict:
-        """What decides the numbers: part of the run id."""
-        return {"kind": self.kind, "text": self.text, "fingerprint": self.fingerprint, "init": self.init}
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> "Definition":
-        d = json.loads(text)
-        return cls(**{**d, "range": tuple(d["range"]) if d.get("range") else None})
-
-
 # Definitions this process knows: filled by parse_entry / define, and by `use` in workers.
 _DEFINED: dict[str, Definition] = {}
 
@@ -278,7 +255,6 @@ def define(name: str, table: dict, base=None, where: str = "") -> tuple[str, Def
         if key in table and not isinstance(table[key], str):
             raise ConfigError(f"{where}: {key} must be a string")
     init = table.get("init", "")
-    from .config import INITS
     if init and init not in INITS:
         raise ConfigError(f"{where}: " + unknown("init", init, INITS))
     rng = table.get("range")
@@ -334,25 +310,6 @@ def use_stored_activations(runs) -> set[str]:
 def is_user_module(module) -> bool:
     """Whether a module is an activation built from a user's definition."""
     return getattr(module, "actconv_activation", False)
-
-
-def is_elementwise(module) -> bool:
-    """Whether a module is parameter-free and elementwise, on a probe: each output entry
-    depends on its own input entry alone (rows apart, other entries changed, permuted)."""
-    import torch
-    if any(True for _ in module.parameters()):
-        return False  # the ensemble stacks only the built-in layers' parameters
-    x = torch.randn(8, 6, generator=torch.Generator().manual_seed(1))
-    close = lambda a, b: a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
-    with torch.no_grad():
-        y = module(x)
-        rows = torch.cat([module(x[i:i + 1]) for i in range(len(x))])
-        other = x.clone()
-        other[:, 0] += 1.0
-        perm = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(2))
-        flat = module(x.flatten()[perm])
-        return (close(y, rows) and close(module(other)[:, 1:], y[:, 1:])
-                and close(flat, y.flatten()[perm]))
 
 
 def output_range(name: str) -> tuple | None:

@@ -20,7 +20,7 @@ DTYPES = ["float32", "float64"]
 # driver plans and stores it) without importing torch; a test keeps them equal.
 DATASETS = ["mnist-5k", "mnist", "fashion-mnist", "kmnist"]
 MODELS = ["mlp", "tinyvgg"]
-INITS = ["default", "auto", "lecun_normal", "kaiming_normal", "xavier_uniform", "uniform_fan_in"]
+INITS = acts.INITS
 
 
 @dataclass(frozen=True)
