@@ -15,10 +15,10 @@ import pandas as pd
 from scipy import stats
 
 from .activations import BOUNDED_RANGE, logit_loss_floor
+from .store import n_classes_of
 
 RUN_KEYS = ["run_id", "model", "activation", "seed", "n_train"]
 CONFIG_KEYS = ["model", "activation", "n_train"]
-N_CLASSES = 10
 # Below this many seeds a bootstrap interval is too coarse (5 values have few distinct
 # resamples), so a t-interval is used instead; rliable bootstraps from 5 runs up as well.
 MIN_BOOTSTRAP = 5
@@ -485,7 +485,8 @@ def findings(results, *, margin: float = 0.05, gap_tolerance: float = 0.1,
     """
     runs = results.runs
     _need(runs, "runs", ["run_id", "status", "model", "model_kind", "activate_logits"])
-    meta = runs.set_index("run_id")[["status", "model_kind", "activate_logits"]]
+    meta = runs.set_index("run_id")[["status", "model_kind", "activate_logits"]
+                                    + [c for c in ["n_classes"] if c in runs]]
     done_ids = meta.index[meta["status"] == "done"]
     epochs = results.epochs[results.epochs["run_id"].isin(done_ids)]
     per_run = (run_metrics(epochs) if len(epochs) else
@@ -696,11 +697,12 @@ def _claim_d(fits, pr, on_logits: int, flat_ratio: float, confidence: float, abs
         ev += f" — cells disagree ({', '.join(f'{cells.count(v)} {v}' for v in VERDICTS if v in cells)})"
     if on_logits:
         lo, hi = BOUNDED_RANGE["sigmoid"]
-        floor = logit_loss_floor(lo, hi)
+        n_classes = n_classes_of(pr)
+        floor = logit_loss_floor(lo, hi, n_classes)
         final = pr.loc[pr["activation"] == "sigmoid", "final_train_loss"].mean()
         start = pr.loc[pr["activation"] == "sigmoid", "start_loss"].mean()
         ev += (f". Sigmoid on the logits keeps them in (0, 1), so cross-entropy cannot fall "
-               f"below {floor:.3f} nats on {N_CLASSES} classes; sigmoid's final train loss is "
+               f"below {floor:.3f} nats on {n_classes} classes; sigmoid's final train loss is "
                f"{fmt(final)}")
         if final - floor < 0.25 * (start - floor):
             ev += ", pinned near that floor: the flat line is the bound, not only saturation"

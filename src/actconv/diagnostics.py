@@ -22,6 +22,7 @@ from torch import nn
 
 from . import activations as acts
 from .seeding import generator
+from .store import n_classes_of
 
 # Glorot & Bengio's 300 fixed examples for MLPs; 100 for TinyVGG, where each image gives
 # 784 positions per channel and a 300-image probe alone cost a fifth of an epoch.
@@ -398,7 +399,8 @@ def mechanism_findings(results) -> pd.DataFrame:
         rows.append(("m1", "all models", "inconclusive", "no finished sigmoid runs"))
     logits = runs[runs["activate_logits"].fillna(0).astype(int) == 1]
     for model in sorted(logits["model"].unique()):
-        for (lo, hi), members in _bounded_groups(logits.loc[logits["model"] == model, "activation"]):
+        mine = logits[logits["model"] == model]
+        for (lo, hi), members in _bounded_groups(mine["activation"], n_classes_of(mine)):
             rows.append(("m2", f"{model}, logits in ({lo:g}, {hi:g})",
                          *_m2(model, lo, hi, members, runs, falls)))
     if logits.empty:
@@ -482,19 +484,20 @@ def _m1(runs: pd.DataFrame, falls: pd.DataFrame, diag: pd.DataFrame):
         "on 0) and its derivative never exceeds 0.25, which slows SGD without any saturation")
 
 
-def _bounded_groups(activations: pd.Series):
+def _bounded_groups(activations: pd.Series, n_classes: int = 10):
     """(range, [activations]) for each logit range with a floor worth the name."""
     groups = {}
     for a in sorted(set(activations)):
         rng = acts.BOUNDED_RANGE.get(a)
-        if rng and np.isfinite(rng[0]) and acts.logit_loss_floor(*rng) >= MIN_FLOOR:
+        if rng and np.isfinite(rng[0]) and acts.logit_loss_floor(*rng, n_classes) >= MIN_FLOOR:
             groups.setdefault(rng, []).append(a)
     return sorted(groups.items())
 
 
 def _m2(model: str, lo: float, hi: float, members, runs: pd.DataFrame, falls: pd.DataFrame):
-    floor = acts.logit_loss_floor(lo, hi)
     mine = runs[runs["model"] == model]
+    n_classes = n_classes_of(mine)
+    floor = acts.logit_loss_floor(lo, hi, n_classes)
     unbounded = [a for a in mine["activation"].unique() if a not in acts.BOUNDED_RANGE]
     others = _by_activation(mine[mine["activation"].isin(unbounded)], falls, "fall").median()
     kind = mine["model_kind"].iloc[0]
@@ -516,8 +519,8 @@ def _m2(model: str, lo: float, hi: float, members, runs: pd.DataFrame, falls: pd
         parts.append(text)
         verdicts.append("inconclusive" if not np.isfinite(others) or not np.isfinite(room) else
                         "supported" if room < others else "not supported")
-    ev = (f"logits in ({lo:g}, {hi:g}) cannot bring cross-entropy on 10 classes below "
-          f"log(1 + 9 e^-{hi - lo:g}) = {floor:.3f} nats; "
+    ev = (f"logits in ({lo:g}, {hi:g}) cannot bring cross-entropy on {n_classes} classes below "
+          f"log(1 + {n_classes - 1} e^-{hi - lo:g}) = {floor:.3f} nats; "
           + (f"the {len(unbounded)} unbounded activations of this model fell a median "
              f"{_fmt(others)} nats; "
              if np.isfinite(others) else "no unbounded activation in this model to compare with; ")

@@ -189,8 +189,10 @@ def run_study(study: StudySpec, out_dir, *, jobs: int = 1, executor: str = "loca
     cuda = any(s.device == "cuda" for s in specs)
     # Everything is validated before the store is touched; with a pool, by a worker, so the
     # driver never imports torch.
-    pool_size, has_cuda = (_in_worker(_probe, data_args, cuda) if executor == "local" and jobs > 1
-                           else _probe(data_args, cuda))
+    models = tuple({s.model: (s.model, s.model_spec, s.activation, s.engine) for s in specs}.values())
+    pool_size, has_cuda, input_shape, n_classes = (
+        _in_worker(_probe, data_args, cuda, models) if executor == "local" and jobs > 1
+        else _probe(data_args, cuda, models))
     too_big = sorted({s.n_train for s in specs if s.n_train > pool_size})
     if too_big:
         raise DataError(f"n_train {too_big[0]} exceeds the {study.dataset} training pool of "
@@ -203,7 +205,7 @@ def run_study(study: StudySpec, out_dir, *, jobs: int = 1, executor: str = "loca
     else:
         ray_session = contextlib.nullcontext()
     with ray_session as ray, Store(out_dir) as store:
-        store.register(study.name, json.dumps(asdict(study), default=str), specs)
+        store.register(study.name, json.dumps(asdict(study), default=str), specs, input_shape, n_classes)
         statuses = store.statuses()
         todo = [s for s in specs if statuses.get(s.run_id) not in FINISHED]
         outcome = StudyOutcome(str(out_dir), len(specs), len(specs) - len(todo), 0)
@@ -237,13 +239,17 @@ def run_study(study: StudySpec, out_dir, *, jobs: int = 1, executor: str = "loca
     return outcome
 
 
-def _probe(data_args: DataArgs, cuda: bool) -> tuple[int, bool]:
-    """The data loads (its training pool's size) and, if asked, torch sees a CUDA device."""
-    pool_size = data_args.load().pool_size
+def _probe(data_args: DataArgs, cuda: bool, models=()) -> tuple[int, bool, tuple, int]:
+    """The data loads (its pool size, input shape and class count), every model takes it
+    (models: (name, ModelSpec, an activation, engine)) and, if asked, torch sees a CUDA device."""
+    from .models import check_fits
+    data = data_args.load()
+    for name, spec, activation, engine in models:
+        check_fits(name, spec, activation, engine, data_args.dataset, data.input_shape, data.n_classes)
     if not cuda:
-        return pool_size, False
+        return data.pool_size, False, data.input_shape, data.n_classes
     import torch
-    return pool_size, torch.cuda.is_available()
+    return data.pool_size, torch.cuda.is_available(), data.input_shape, data.n_classes
 
 
 def _in_worker(fn, *args):

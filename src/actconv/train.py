@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from . import data as datasets
 from . import diagnostics
 from .config import RunSpec
-from .models import build_model
+from .models import build_for
 from .seeding import generator, set_seed, set_threads
 from .store import RunResult
 
@@ -44,9 +44,7 @@ def prepare(spec: RunSpec, data: datasets.Data):
     x, y = data.train_x[idx].to(device, dtype), data.train_y[idx].to(device)
     torch.manual_seed(generator(spec.seed, "init").initial_seed())
     m = spec.model_spec
-    model = build_model(m.kind, spec.activation, m.init, hidden_units=m.hidden_units,
-                        hidden_layers=m.hidden_layers, activate_logits=m.activate_logits,
-                        batchnorm=m.batchnorm).to(device, dtype)
+    model = build_for(m, spec.activation, data.input_shape, data.n_classes).to(device, dtype)
     if m.kind == "tinyvgg":  # channels_last halves TinyVGG's time on CPU
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -74,7 +72,7 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
     if spec.model_spec.kind == "tinyvgg":
         test_x = test_x.contiguous(memory_format=torch.channels_last)
     test_y = data.test_y.to(spec.device)
-    eval_batch = EVAL_BATCH[spec.model_spec.kind]
+    eval_batch = EVAL_BATCH.get(spec.model_spec.kind, 64)  # a user's model: as the convolutional one
     optimizer = make_optimizer(spec, model.parameters())
     shuffle = generator(spec.seed, "shuffle")
     n, bs = spec.n_train, spec.batch_size
