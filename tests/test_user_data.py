@@ -253,10 +253,25 @@ BAD = {
 }
 
 
+def main_in_process(args, cwd, monkeypatch, capsys):
+    """`actconv ARGS` through cli.main in this process (a fresh one costs seconds of imports):
+    (exit code, stdout, stderr); sys.path and PYTHONPATH are restored afterwards."""
+    from actconv import cli as actconv_cli
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    capsys.readouterr()
+    code = actconv_cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_one_line_exit_2_and_no_store(tmp_path, case):
-    (tmp_path / "mynets_d.py").write_text(MODULE)
+def test_bad_input_is_one_line_exit_2_and_no_store(tmp_path, case, monkeypatch, capsys):
+    module = f"mynets_bad{list(BAD).index(case)}"  # one per case: this process imports each once
+    (tmp_path / f"{module}.py").write_text(MODULE)
     table, message = BAD[case]
+    table = table.replace("mynets_d", module)
     x, y = np.zeros((10, 3, 3), np.uint8), np.arange(10) % 2
     arrays = {"npz-no-x": dict(y=y), "npz-no-y": dict(x=x), "npz-lengths": dict(x=x, y=y[:9]),
               "npz-small": dict(x=x, y=y)}
@@ -264,14 +279,66 @@ def test_bad_input_is_one_line_exit_2_and_no_store(tmp_path, case):
         dataset = bad_npz(tmp_path / "d.npz", **arrays[table])
         table = f'dataset = "{dataset}"\n[models.m]\nkind = "tinyvgg"\n'
     (tmp_path / "s.toml").write_text(table)
-    code, out, err = cli("run", tmp_path / "s.toml", "--out", tmp_path / "out", *tiny("--n-train", "4"),
-                         cwd=tmp_path)
+    args = ["run", tmp_path / "s.toml", "--out", tmp_path / "out", *tiny("--n-train", "4")]
+    code, out, err = (cli(*args, cwd=tmp_path) if case == "module"  # one through a process of its own
+                      else main_in_process(args, tmp_path, monkeypatch, capsys))
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("actconv: error: ") and message in err, err
     assert not (tmp_path / "out" / STORE_NAME).exists()
 
 
-def test_npz_path_that_is_not_there_is_one_line(tmp_path):
-    code, out, err = cli("run", "--out", tmp_path / "out", "--dataset", f"npz:{tmp_path / 'nope.npz'}", *tiny())
+def test_npz_path_that_is_not_there_is_one_line(tmp_path, monkeypatch, capsys):
+    code, out, err = main_in_process(["run", "--out", tmp_path / "out", "--dataset",
+                                      f"npz:{tmp_path / 'nope.npz'}", *tiny()], tmp_path, monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1 and "cannot read the npz file" in err
     assert not os.path.exists(tmp_path / "out" / STORE_NAME)
+
+
+# -- the class count in the store and the analysis ------------------------------------
+
+def test_a_store_from_before_the_data_columns_reads_as_mnist_and_takes_new_runs(tmp_path):
+    import pandas as pd
+
+    from actconv import store as st
+    old_schema = st.SCHEMA.replace(", input_shape TEXT, n_classes INTEGER", "")
+    assert old_schema != st.SCHEMA
+    conn = sqlite3.connect(tmp_path / STORE_NAME)
+    conn.executescript(old_schema)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(st.SCHEMA_VERSION),))
+    old = config.study_from_dict({"grid": [{"models": ["mlp"], "activations": ["relu"], "seeds": [1], "n_train": [10]}]}).runs()[0]
+    conn.execute("INSERT INTO runs (run_id, model, model_kind, activation, seed, n_train, config_json) "
+                 "VALUES (?,?,?,?,?,?,?)", (old.run_id, "mlp", "mlp", "relu", 1, 10, old.to_json()))
+    conn.commit()
+    conn.close()
+    runs = st.load_results(tmp_path).runs
+    assert runs[["input_shape", "n_classes"]].values.tolist() == [["1x28x28", 10]]
+    new = config.study_from_dict({"grid": [{"models": ["mlp"], "activations": ["relu"], "seeds": [2], "n_train": [10]}]}).runs()
+    with st.Store(tmp_path) as store:
+        store.register("new", "{}", new, (3, 32, 32), 4)
+    runs = st.load_results(tmp_path).runs
+    assert runs[["input_shape", "n_classes"]].values.tolist() == [["1x28x28", 10], ["3x32x32", 4]]
+    assert st.n_classes_of(runs[runs["seed"] == 2]) == 4 and st.n_classes_of(pd.DataFrame({"x": [1]})) == 10
+    assert st.chance_accuracy(4) == 0.25
+
+
+def test_the_logit_floor_evidence_uses_the_stored_class_count():
+    import pandas as pd
+
+    from actconv import analysis
+    from actconv.activations import logit_loss_floor
+    from actconv.store import Results
+    runs, epochs = [], []
+    for i, act in enumerate(["sigmoid", "relu"]):
+        for seed in (1, 2):
+            rid = f"{act}{seed}"
+            runs.append(dict(run_id=rid, status="done", model="mlp_original", model_kind="mlp",
+                             activate_logits=1, activation=act, seed=seed, n_train=100, n_classes=3))
+            epochs += [dict(run_id=rid, model="mlp_original", activation=act, seed=seed, n_train=100,
+                            epoch=e, train_loss=1.1 - 0.01 * e * (1 + i), train_accuracy=0.4,
+                            test_loss=1.1 - 0.01 * e, test_accuracy=0.4) for e in range(4)]
+    batches = pd.DataFrame(columns=["run_id", "model", "activation", "seed", "n_train", "epoch", "step",
+                                    "loss", "accuracy"])
+    results = Results(pd.DataFrame(runs), pd.DataFrame(epochs), batches, pd.DataFrame())
+    f = analysis.findings(results)
+    text = " ".join(f.loc[f["id"] == "d", "evidence"])
+    assert f"below {logit_loss_floor(0, 1, 3):.3f} nats on 3 classes" in text
