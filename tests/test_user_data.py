@@ -342,3 +342,10 @@ def test_the_logit_floor_evidence_uses_the_stored_class_count():
     f = analysis.findings(results)
     text = " ".join(f.loc[f["id"] == "d", "evidence"])
     assert f"below {logit_loss_floor(0, 1, 3):.3f} nats on 3 classes" in text
+
+
+def test_cifar10_damaged_batch_is_a_clear_error(tmp_path):
+    write_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(datasets.DataError, match="corrupt or unreadable"):
+        datasets.load("cifar10", str(tmp_path))
