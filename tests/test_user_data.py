@@ -210,7 +210,7 @@ def test_user_model_trains_and_an_edit_gives_new_runs(tmp_path):
     study = tmp_path / "models" / "s.toml"
     study.write_text('dataset = "digits"\n[models.mine]\nkind = "mynets_b:make"\nwidth = 5\n')
     run = ["run", study, "--out", tmp_path / "out", *tiny("--seeds", "1,2")]
-    code, out, err = cli(*run, cwd=tmp_path)  # imported from the study file's folder
+    code, out, err = cli(*run, "--jobs", "2", cwd=tmp_path)  # imported from the study file's folder, in workers
     assert code == 0, err
     rows = stored_runs(tmp_path / "out")
     assert [(r[1], r[2]) for r in rows] == [("done", "mine")] * 2
