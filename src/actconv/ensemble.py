@@ -184,7 +184,7 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
     optimizer = make_optimizer(spec, stack.parameters())
     test_x = data.test_x.to(spec.device, DTYPES[spec.dtype])
     test_y = data.test_y.to(spec.device)
-    eval_batch = EVAL_BATCH[spec.model_spec.kind]
+    eval_batch = EVAL_BATCH.get(spec.model_spec.kind, 64)  # a user's model: as the loop's
     shuffles = [shuffle_generator(s) for s in unit]
     n, bs = spec.n_train, spec.batch_size
     steps = math.ceil(n / bs)  # the last batch is partial, as the loop's

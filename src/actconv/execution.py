@@ -46,13 +46,17 @@ class Lost:
     alone: bool = True
 
 
-def probe(data_args: DataArgs, cuda: bool) -> tuple[int, bool]:
-    """The data loads (its training pool's size) and, if asked, torch sees a CUDA device."""
-    pool_size = data_args.load().pool_size
+def probe(data_args: DataArgs, cuda: bool, models=()) -> tuple[int, bool, tuple, int]:
+    """The data loads (its pool size, input shape and class count), every model takes it
+    (models: (name, ModelSpec, an activation, engine)) and, if asked, torch sees a CUDA device."""
+    from .models import check_fits
+    data = data_args.load()
+    for name, spec, activation, engine in models:
+        check_fits(name, spec, activation, engine, data_args.dataset, data.input_shape, data.n_classes)
     if not cuda:
-        return pool_size, False
+        return data.pool_size, False, data.input_shape, data.n_classes
     import torch
-    return pool_size, torch.cuda.is_available()
+    return data.pool_size, torch.cuda.is_available(), data.input_shape, data.n_classes
 
 
 def execute_unit(unit: list[RunSpec], data_args: DataArgs | None, progress: bool = False,

@@ -100,8 +100,10 @@ def run_study(study: StudySpec, out_dir, *, jobs: int | str = 1, executor: str =
     data_args = DataArgs(study.dataset, str(data_dir) if data_dir else None, download, study.normalize)
     cuda = any(s.device == "cuda" for s in specs)
     backend = BACKENDS["serial" if executor == "local" and jobs == 1 else executor]
-    # Everything is validated before the store is touched (with a pool, by a worker).
-    pool_size, has_cuda = backend.probe(data_args, cuda)
+    # Everything is validated before the store is touched (with a pool, by a worker, so the
+    # driver never imports torch).
+    models = tuple({s.model: (s.model, s.model_spec, s.activation, s.engine) for s in specs}.values())
+    pool_size, has_cuda, input_shape, n_classes = backend.probe(data_args, cuda, models)
     too_big = sorted({s.n_train for s in specs if s.n_train > pool_size})
     if too_big:
         raise DataError(f"n_train {too_big[0]} exceeds the {study.dataset} training pool of "
@@ -115,7 +117,7 @@ def run_study(study: StudySpec, out_dir, *, jobs: int | str = 1, executor: str =
     if cuda and not has_cuda:
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     with backend.start(Options(jobs, progress, ray_address)) as run, Store(out_dir) as store:
-        store.register(study.name, json.dumps(asdict(study), default=str), specs)
+        store.register(study.name, json.dumps(asdict(study), default=str), specs, input_shape, n_classes)
         statuses = store.statuses()
         todo = [s for s in specs if statuses.get(s.run_id) not in FINISHED]
         outcome = StudyOutcome(str(out_dir), len(specs), len(specs) - len(todo), 0)

@@ -14,9 +14,9 @@ from .errors import ActconvError
 from .execution import FAULT_ENV, DataArgs, Lost, Options, execute_unit
 
 
-def probe(data_args: DataArgs, cuda: bool) -> tuple[int, bool]:
+def probe(data_args: DataArgs, cuda: bool, models=()) -> tuple[int, bool, tuple, int]:
     """execution.probe in a forked worker, so that the driver never loads the data or torch."""
-    return _in_worker(execution.probe, data_args, cuda)
+    return _in_worker(execution.probe, data_args, cuda, models)
 
 
 @contextmanager

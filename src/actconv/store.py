@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     momentum REAL, weight_decay REAL, engine TEXT, diverged_step INTEGER, error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0, wall_s REAL, started_at REAL, finished_at REAL,
     torch_version TEXT, device TEXT, threads INTEGER, dtype TEXT, config_json TEXT NOT NULL,
-    claimed_by TEXT, lease_until REAL);
+    claimed_by TEXT, lease_until REAL, input_shape TEXT, n_classes INTEGER);
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL, model TEXT, activation TEXT, seed INTEGER, n_train INTEGER,
     epoch INTEGER NOT NULL, train_loss REAL, train_accuracy REAL, test_loss REAL,
@@ -54,6 +54,24 @@ ADDED_COLUMNS = {"epochs": {"val_loss": ("REAL", None), "val_accuracy": ("REAL",
                  "runs": {"validation": ("INTEGER", 0)}}
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                  "val_loss", "val_accuracy"]
+
+
+# The dataset columns of `runs` (C x H x W as text, and the class count), added after the first
+# stores: those held only MNIST-shaped runs, so their rows read as what these defaults say.
+DATA_COLUMNS = {"input_shape": ("TEXT", "1x28x28"), "n_classes": ("INTEGER", 10)}
+
+
+def n_classes_of(runs: "pd.DataFrame") -> int:
+    """The class count of these runs (`runs` table; the most common where datasets differ;
+    10 for stores written before the count was stored)."""
+    if "n_classes" not in runs or runs["n_classes"].isna().all():
+        return DATA_COLUMNS["n_classes"][1]
+    return int(runs["n_classes"].dropna().astype(int).mode().iloc[0])
+
+
+def chance_accuracy(n_classes: int) -> float:
+    """The test accuracy of guessing: one class in n_classes."""
+    return 1.0 / n_classes
 
 
 @dataclass
@@ -169,16 +187,31 @@ class Store:
         self.close()
 
     # -- runs ---------------------------------------------------------------------------
-    def register(self, study_name: str, study_json: str, specs: list[RunSpec]) -> None:
-        """Record the study and every run as pending; runs already known keep their state."""
-        rows = [_run_row(study_name, s) for s in specs]
+    def register(self, study_name: str, study_json: str, specs: list[RunSpec],
+                 input_shape=None, n_classes: int | None = None) -> None:
+        """Record the study and every run as pending; runs already known keep their state.
+
+        input_shape, n_classes: the dataset's, stored with each run for the analysis.
+        """
+        data = {"input_shape": "x".join(map(str, input_shape)) if input_shape else None,
+                "n_classes": n_classes}
+        rows = [{**_run_row(study_name, s), **data} for s in specs]
         cols = list(rows[0]) if rows else []
+        self._add_data_columns()
         with self.transaction():
             self.conn.execute("INSERT INTO studies VALUES (?, ?, ?)", (study_name, study_json, time.time()))
             if rows:
                 self.conn.executemany(
                     f"INSERT OR IGNORE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                     [tuple(r.values()) for r in rows])
+
+    def _add_data_columns(self) -> None:
+        """A store from before the dataset columns gets them, its rows reading as MNIST's."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+        with self.transaction():
+            for name, (kind, default) in DATA_COLUMNS.items():
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind} DEFAULT {default!r}")
 
     def statuses(self, run_ids=None) -> dict[str, str]:
         """run_id -> status."""
@@ -332,6 +365,9 @@ def load_results(out_dir) -> Results:
         epochs = read("SELECT * FROM epochs ORDER BY run_id, epoch")
         batches = read("SELECT * FROM batches ORDER BY run_id, step")
         diagnostics = read("SELECT * FROM diagnostics ORDER BY run_id, epoch, step")
+        for name, (_, default) in DATA_COLUMNS.items():  # a store from before these columns
+            if name not in runs:
+                runs[name] = default
     except (sqlite3.Error, pd.errors.DatabaseError) as e:
         raise StoreError(f"cannot read {store.path}: {e}") from None
     finally:

@@ -11,7 +11,7 @@ from . import data as datasets
 from . import recorder
 from .activations import use as use_activation
 from .config import RunSpec
-from .models import build_model
+from .models import build_for
 from .perturb import flip_init_bit
 from .seeding import generator, set_seed, set_threads
 from .store import RunResult
@@ -47,9 +47,7 @@ def prepare(spec: RunSpec, data: datasets.Data):
     torch.manual_seed(generator(spec.seed, "init").initial_seed())
     m = spec.model_spec
     use_activation(spec.activation, spec.activation_def)  # a user's activation, known to this worker
-    model = build_model(m.kind, spec.activation, m.init, hidden_units=m.hidden_units,
-                        hidden_layers=m.hidden_layers, activate_logits=m.activate_logits,
-                        batchnorm=m.batchnorm).to(device, dtype)
+    model = build_for(m, spec.activation, data.input_shape, data.n_classes).to(device, dtype)
     if spec.perturb == "init":  # a sibling: one weight's lowest mantissa bit flipped
         flip_init_bit(model, spec.seed, spec.replica)
     if m.kind == "tinyvgg":  # channels_last halves TinyVGG's time on CPU
@@ -126,7 +124,7 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
     if spec.model_spec.kind == "tinyvgg":
         test_x = test_x.contiguous(memory_format=torch.channels_last)
     test_y = data.test_y.to(spec.device)
-    eval_batch = EVAL_BATCH[spec.model_spec.kind]
+    eval_batch = EVAL_BATCH.get(spec.model_spec.kind, 64)  # a user's model: as the convolutional one
     optimizer = make_optimizer(spec, model.parameters())
     shuffle = shuffle_generator(spec)
     n, bs = spec.n_train, spec.batch_size
