@@ -15,7 +15,6 @@ from .recorder import HIST_EDGES, LAYER_METRICS, OUTPUT, SATURATION, derivative,
 from .tables import CONFIG_KEYS, RUN_KEYS, need
 # The table's other names, for the analysis' readers (plots, tests): one definition, in recorder.py.
 from .recorder import HIST_METRICS, RATIO  # noqa: F401
-from .store import n_classes_of
 
 
 # -- analysis: pure functions on the diagnostics long table ------------------------------
@@ -199,7 +198,6 @@ def loss_roughness(batches: pd.DataFrame, skip_epochs: int = 1) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RUN_KEYS + ["rough", "rough_log", "level", "steps"])
 
 
-from .store import n_classes_of
 def roughness_by_level(batches: pd.DataFrame, *, window: int = 25, min_steps: int = 20,
                        edges=tuple(np.geomspace(0.01, 10.0, 13))) -> pd.DataFrame:
     """Step-to-step variation of the batch loss relative to its local level, per loss band.

@@ -4,7 +4,6 @@ seed vote, the thresholds (each with its why), "flat" and the logit floor, and t
 A claim is `Claim(id, text, check)`; `check(results, thresholds) -> list[Verdict]`, one
 Verdict per scope it judges. `evaluate` runs registered claims on a study's results.
 """
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -13,12 +12,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..activations import BOUNDED_RANGE, logit_loss_floor
+from ..activations import logit_loss_floor, output_range
 from ..diagnostics import MEAN_TOL, VAR_BAND
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
-N_CLASSES = 10  # the cross-entropy floor below is for 10-class logits (MNIST and its kin)
+N_CLASSES = 10  # MNIST and its kin; a study's own count comes from its runs (store.n_classes_of)
 
 
 @dataclass(frozen=True)
@@ -207,13 +206,13 @@ def is_flat(value: float, reference: float, t: Thresholds) -> bool:
     return bool(reference > 0 and value < flat_band(reference, t))
 
 
-def bounding_floor(activation: str, t: Thresholds) -> float | None:
-    """The cross-entropy floor an activation on the logits imposes, or None when its range
-    does not bound the loss (unbounded, or a floor below `min_floor`)."""
-    rng = BOUNDED_RANGE.get(activation)
-    if not rng or not np.isfinite(rng[0]):
+def bounding_floor(activation: str, t: Thresholds, n_classes: int = N_CLASSES) -> float | None:
+    """The cross-entropy floor an activation on the logits imposes on `n_classes` classes, or
+    None when its range does not bound the loss (unbounded, or a floor below `min_floor`)."""
+    rng = output_range(activation)
+    if not rng or not np.isfinite(rng[0]) or not np.isfinite(rng[1]):
         return None
-    floor = logit_loss_floor(*rng)
+    floor = logit_loss_floor(*rng, n_classes)
     return floor if floor >= t.min_floor else None
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from .. import activations as acts
 from ..diagnostics import OUTPUT, SATURATION, is_hidden, probe_table, self_normalisation, with_runs
 from ..tables import RUN_KEYS, flag, fmt, need
+from ..store import n_classes_of
 from .common import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Verdict, bounding_floor,
                      is_flat, pinned, register)
 
@@ -136,14 +137,14 @@ def _bounded_groups(activations: pd.Series, t):
     groups = {}
     for a in sorted(set(activations)):
         if bounding_floor(a, t) is not None:
-            groups.setdefault(acts.BOUNDED_RANGE[a], []).append(a)
+            groups.setdefault(acts.output_range(a), []).append(a)
     return sorted(groups.items())
 
 
 def _m2(model, lo, hi, members, runs, falls, t):
-    floor = acts.logit_loss_floor(lo, hi)
     mine = runs[runs["model"] == model]
-    unbounded = [a for a in mine["activation"].unique() if a not in acts.BOUNDED_RANGE]
+    floor = acts.logit_loss_floor(lo, hi, n_classes_of(mine))
+    unbounded = [a for a in mine["activation"].unique() if acts.output_range(a) is None]
     others = _by_activation(mine[mine["activation"].isin(unbounded)], falls, "fall").median()
     kind = mine["model_kind"].iloc[0]
     twins = runs[(runs["model_kind"] == kind) & ~flag(runs, "activate_logits")

@@ -7,8 +7,9 @@ from scipy import stats
 
 from ..activations import BOUNDED_RANGE, logit_loss_floor
 from ..analysis import detect_spikes, epoch_fits, interval, run_metrics
+from ..store import n_classes_of
 from ..tables import RUN_KEYS, flag, fmt, need
-from .common import (INCONCLUSIVE, N_CLASSES, NOT_SUPPORTED, SUPPORTED, VERDICTS, Claim, Verdict,
+from .common import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, VERDICTS, Claim, Verdict,
                      flat_band, pinned, register, seed_note, vote)
 
 IDS = ["a", "b", "c", "d", "e", "f"]
@@ -18,7 +19,8 @@ def _finished(results):
     """(runs, meta by run_id, per-run metrics of the 'done' runs joined to meta, their epochs)."""
     runs = results.runs
     need(runs, "runs", ["run_id", "status", "model", "model_kind", "activate_logits"])
-    meta = runs.set_index("run_id")[["status", "model_kind", "activate_logits"]]
+    meta = runs.set_index("run_id")[["status", "model_kind", "activate_logits"]
+                                    + [c for c in ["n_classes"] if c in runs]]
     done_ids = meta.index[meta["status"] == "done"]
     epochs = results.epochs[results.epochs["run_id"].isin(done_ids)]
     per_run = (run_metrics(epochs) if len(epochs) else
@@ -246,12 +248,13 @@ def _d(fits, pr, on_logits, t, absent):
     if len(set(cells)) > 1:
         ev += f" — cells disagree ({', '.join(f'{cells.count(v)} {v}' for v in VERDICTS if v in cells)})"
     if on_logits:
-        floor = logit_loss_floor(*BOUNDED_RANGE["sigmoid"])
+        classes = n_classes_of(pr)
+        floor = logit_loss_floor(*BOUNDED_RANGE["sigmoid"], classes)
         final = pr.loc[pr["activation"] == "sigmoid", "final_train_loss"].mean()
         start = pr.loc[pr["activation"] == "sigmoid", "start_loss"].mean()
         numbers |= dict(floor=floor, sigmoid_final=final, sigmoid_start=start)
         ev += (f". Sigmoid on the logits keeps them in (0, 1), so cross-entropy cannot fall "
-               f"below {floor:.3f} nats on {N_CLASSES} classes; sigmoid's final train loss is "
+               f"below {floor:.3f} nats on {classes} classes; sigmoid's final train loss is "
                f"{fmt(final)}")
         if pinned(start, final, floor, t):
             ev += ", pinned near that floor: the flat line is the bound, not only saturation"
