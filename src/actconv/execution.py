@@ -49,10 +49,17 @@ class Lost:
 def probe(data_args: DataArgs, cuda: bool, models=()) -> tuple[int, bool, tuple, int]:
     """The data loads (its pool size, input shape and class count), every model takes it
     (models: (name, ModelSpec, an activation, engine)) and, if asked, torch sees a CUDA device."""
+    from .errors import ConfigError
     from .models import check_fits
     data = data_args.load()
     for name, spec, activation, engine in models:
-        check_fits(name, spec, activation, engine, data_args.dataset, data.input_shape, data.n_classes)
+        model = check_fits(name, spec, activation, data_args.dataset, data.input_shape, data.n_classes)
+        if engine == "ensemble":  # the ensemble stacks only the layers it knows
+            from .ensemble import Stack
+            try:
+                Stack([model])
+            except ConfigError as e:
+                raise ConfigError(f"model {name}: {e}") from None
     if not cuda:
         return data.pool_size, False, data.input_shape, data.n_classes
     import torch
