@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis, claims, conditions, diagnostics, plots, recorder
+from . import analysis, answers, claims, conditions, diagnostics, learning, plots, recorder, robustness, tuning
 from .activations import FAMILIES, use_stored_activations
 from .errors import ActconvError
+from .store import n_classes_of
 from .export import export  # noqa: F401  (it lived here; export.py now holds every format)
 from .tables import CONFIG_KEYS, fmt
 
@@ -23,7 +24,8 @@ SUMMARY_METRICS = ["start_loss", "final_train_loss", "final_test_loss", "final_t
 
 
 def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: int = 50,
-                 threshold: float = 0.5, dpi: int = 100) -> Path:
+                 threshold: float = 0.5, dpi: int = 100, select: str = "val_loss",
+                 tune=("lr",), reference_lr: float | None = None) -> Path:
     """Write OUT/report/index.html, figures/*.png and *.svg, summary.csv and the analysis tables.
 
     Args:
@@ -34,6 +36,10 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
             previous `spike_window` losses.
         threshold: loss for steps-to-threshold.
         dpi: resolution of the PNG figures.
+        select: the validation metric tuning chooses on (val_loss or val_accuracy).
+        tune: the training settings tuned per activation (those that vary in the study).
+        reference_lr: the fixed setting of the unfair comparison (default: the study's
+            `reference_lr`, the notebook's 0.1).
     Returns:
         The path of index.html. Works on a study that is still running or partly failed.
     """
@@ -41,7 +47,16 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     if results is None:
         from .store import load_results
         results = load_results(out_dir)
-    results = conditions.separate_conditions(results)
+    if select not in tuning.SELECT:
+        raise ActconvError(f"unknown selection metric {select!r}; choose from: {', '.join(tuning.SELECT)}")
+    bad = [a for a in tune if a not in tuning.TUNABLE]
+    if bad:
+        raise ActconvError(f"cannot tune {bad[0]!r}; choose from: {', '.join(tuning.TUNABLE)}")
+    everything = conditions.separate_conditions(results)  # perturbed siblings included
+    results = robustness.originals(everything)
+    thresholds = claims.Thresholds(spike_k=spike_k, spike_window=spike_window, select=select,
+                                   tuned_axes=tuple(tune),
+                                   reference=(("lr", reference_lr or _reference_lr(out_dir)),))
     dest = out_dir / "report"
     figdir = dest / "figures"
     try:
@@ -52,7 +67,8 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     except OSError as e:
         raise ActconvError(f"cannot write the report into {dest}: {e.strerror}") from None
 
-    t = _analyse(results, spike_k, spike_window, threshold)
+    t = _analyse(results, spike_k, spike_window, threshold, thresholds)
+    t.update(_questions(everything, results, t, thresholds))
     figures = _figures(results, t)
     written = _write_figures(figures, figdir, dpi)
     _write_tables(t, dest)
@@ -64,7 +80,7 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
 
 # -- analysis ------------------------------------------------------------------------------------
 
-def _analyse(results, spike_k, spike_window, threshold) -> dict:
+def _analyse(results, spike_k, spike_window, threshold, thresholds=None) -> dict:
     """Every table the report shows, from the finished runs."""
     runs = results.runs
     status = runs.set_index("run_id")["status"] if len(runs) else pd.Series(dtype=str)
@@ -87,11 +103,96 @@ def _analyse(results, spike_k, spike_window, threshold) -> dict:
         t["batch_fits"] = analysis.batch_fit(epochs, batches)
     t["spikes"] = (analysis.detect_spikes(spiky, results.epochs, k=spike_k, window=spike_window)
                    if len(spiky) else pd.DataFrame(columns=analysis.SPIKE_COLUMNS))
-    thresholds = claims.Thresholds(spike_k=spike_k, spike_window=spike_window)
+    thresholds = thresholds or claims.Thresholds(spike_k=spike_k, spike_window=spike_window)
     for name, ids in (("findings", claims.ORIGINAL), ("mechanisms", claims.MECHANISMS),
-                      ("papers", claims.PAPERS)):
+                      ("papers", claims.PAPERS), ("samples", claims.SAMPLES),
+                      ("fairness", claims.FAIRNESS)):
         t[name] = claims.evaluate(results, ids, thresholds)
     return t
+
+
+def _reference_lr(out_dir: Path) -> float:
+    """The study's `reference_lr` as registered in the store (0.1, the notebook's, by default)."""
+    import json
+    import sqlite3
+    from .store import store_path
+    try:
+        with sqlite3.connect(f"file:{store_path(out_dir)}?mode=ro", uri=True) as db:
+            specs = [json.loads(r[0]) for r in db.execute("SELECT spec_json FROM studies")]
+    except (sqlite3.Error, ValueError):
+        return tuning.REFERENCE["lr"]
+    values = {float(s["reference_lr"]) for s in specs if s.get("reference_lr")}
+    return values.pop() if len(values) == 1 else tuning.REFERENCE["lr"]
+
+
+def _questions(everything, results, t, th) -> dict:
+    """The fairness, sample-size and robustness tables (and the answers built on all tables)."""
+    out = {}
+    runs = results.runs
+    finished = runs[runs["status"].isin(["done", "diverged"])] if len(runs) else runs
+    if len(finished) and "config_json" in finished:
+        per_run = tuning.final_metrics(finished, results.epochs)
+        axes = [a for a in th.tuned_axes if a in per_run and per_run[a].astype(str).nunique() > 1]
+        if axes and per_run["final_val_loss"].notna().any():
+            out["candidates"] = tuning.candidates(per_run, axes, th.select)
+            out["tuned"] = tuning.tune(per_run, axes, th.select, confidence=th.confidence)
+            out["reference_ranking"] = tuning.at_reference(per_run, dict(th.reference), axes=axes)
+            out["ranking_shift"] = tuning.ranking_shift(out["reference_ranking"], out["tuned"],
+                                                        places=th.rank_places)
+            chance = 1.0 / n_classes_of(runs)
+            out["stability"] = tuning.stability(per_run, out["tuned"], axes, chance=chance)
+            out["tuning_axes"] = axes
+            out["claims_reference_tuned"] = _claims_side_by_side(results, per_run, out["tuned"], axes, th)
+    if "per_run" in t and len(t["per_run"]):
+        lc = learning.learning_curves(t["per_run"])
+        if len(lc):
+            out["learning_curves"] = lc
+    if robustness.replica_sets(everything):
+        out["robustness"] = robustness.verdict_robustness(
+            everything, lambda r: claims.evaluate(r, claims.ORIGINAL + claims.SAMPLES, th))
+        out["recurrence"] = robustness.event_recurrence(everything, spike_k=th.spike_k,
+                                                        spike_window=th.spike_window)
+        out["perturbation_variance"] = robustness.perturbation_variance(everything)
+    out["answers"] = answers.answers({**t, **out})
+    return out
+
+
+def _claims_side_by_side(results, per_run, tuned, axes, th) -> pd.DataFrame:
+    """The notebook's claims judged at the reference setting and with each activation at its
+    tuned value, one row per (claim, scope)."""
+    label = tuning.fixed_label(per_run, axes)
+    ref = tuning.at_reference(per_run, dict(th.reference), axes=axes)
+    keep = per_run.assign(condition=label)
+    for a, v in th.reference:
+        keep = keep[np.isclose(keep[a].astype(float), float(v))] if a in keep else keep.iloc[0:0]
+    views = {"reference": dict(zip(keep["run_id"], keep["condition"])) if len(ref) else {},
+             "tuned": tuning.tuned_runs(per_run, tuned, axes).to_dict()}
+    tables = []
+    for name, mapping in views.items():
+        if not mapping:
+            continue
+        view = _view(results, mapping)
+        v = claims.evaluate(view, claims.ORIGINAL, th)[["id", "claim", "scope", "verdict", "evidence"]]
+        tables.append(v.rename(columns={"verdict": f"verdict_{name}", "evidence": f"evidence_{name}"}))
+    if not tables:
+        return pd.DataFrame()
+    out = tables[0]
+    for other in tables[1:]:
+        out = out.merge(other, on=["id", "claim", "scope"], how="outer")
+    return out
+
+
+def _view(results, mapping: dict):
+    """Results of the runs in `mapping` (run_id -> condition label) with `model` relabelled."""
+    import dataclasses
+    ids = set(mapping)
+
+    def keep(table):
+        table = table[table["run_id"].isin(ids)]
+        return table.assign(model=table["run_id"].map(mapping)) if "model" in table else table
+
+    return dataclasses.replace(results, runs=keep(results.runs), epochs=keep(results.epochs),
+                               batches=keep(results.batches), diagnostics=keep(results.diagnostics))
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -247,7 +348,9 @@ def _write_tables(t, dest: Path) -> None:
                                                          "high", "method", "note"])
     t.get("summary", empty).to_csv(dest / "summary.csv", index=False)
     for name in ("per_run", "fits", "batch_fits", "ranking", "paired", "spikes", "findings",
-                 "mechanisms", "papers"):
+                 "mechanisms", "papers", "samples", "fairness", "tuned", "candidates",
+                 "reference_ranking", "ranking_shift", "stability", "claims_reference_tuned",
+                 "learning_curves", "robustness", "recurrence", "perturbation_variance"):
         if name in t:
             t[name].to_csv(dest / f"{name}.csv", index=False)
 
@@ -288,13 +391,21 @@ def _html(out_dir, results, t, figures, spike_k, spike_window, threshold) -> str
     top = [_figure_html(*f[1:]) for f in figures if f[0] == GALLERY]  # where each one saturates
     parts += [f"<h2 id='gallery'>{_e(GALLERY)}</h2>"] + top if top else []
     figures = [f for f in figures if f[0] != GALLERY]
+    parts += _answers_section(t)
     parts += _status_section(runs)
     parts += _config_section(runs)
     parts += _verdict_table("papers", "Published claims, checked", PAPERS_INTRO, t.get("papers"),
                             claims.labels(claims.PAPERS))
     parts += _verdict_table("findings", "The original findings, checked", FINDINGS_INTRO, t["findings"])
     parts += _verdict_table("mechanisms", "Mechanisms, measured", MECHANISMS_INTRO, t.get("mechanisms"))
+    parts += _verdict_table("claims-samples", "Does the comparison change with n?", SAMPLES_INTRO,
+                            t.get("samples"))
+    parts += _verdict_table("claims-fairness", "Does the comparison survive tuning?", FAIRNESS_INTRO,
+                            t.get("fairness"))
     parts += _ranking_section(t)
+    parts += _tuning_section(t)
+    parts += _learning_section(t)
+    parts += _robustness_section(t)
     section = None
     for sec, stem, caption, b64 in figures:
         if sec != section:
@@ -409,6 +520,92 @@ def _verdict_table(ident: str, heading: str, intro: str, table, labels=None) -> 
 def _figure_html(stem: str, caption: str, b64: str) -> str:
     return (f"<figure id='fig-{_e(stem)}'><img alt='{_e(caption)}' src='data:image/png;base64,{b64}'>"
             f"<figcaption>{_e(caption)} (<code>figures/{_e(stem)}.svg</code>)</figcaption></figure>")
+
+
+SAMPLES_INTRO = ("Is an activation's advantage a small-data effect? (n1) a permutation test of the "
+                 "activation x n interaction on final test loss (seeds as blocks), Kendall's tau "
+                 "between the rankings at the smallest and largest n and the activations that move; "
+                 "(n2) the notebook's \"SELU ends among the lowest\" at each n on its own.")
+FAIRNESS_INTRO = ("A comparison at one learning rate measures the activation and its preferred step "
+                  "size at once. (r1) the ranking at the reference setting against each activation "
+                  "at its best value, chosen on the validation split; the test set is read only "
+                  "after the choice.")
+
+
+def _answers_section(t) -> list:
+    found = t.get("answers") or []
+    if not found:
+        return []
+    items = "".join(f"<li>{_e(a.text)} <a href='#{_e(a.anchor)}'>evidence</a></li>" for a in found)
+    return ["<h2 id='answers'>Answers</h2>",
+            "<p>What this study says, each sentence from the verdicts and numbers below.</p>",
+            f"<ol class='answers'>{items}</ol>"]
+
+
+def _tuning_section(t) -> list:
+    if "tuned" not in t or t["tuned"].empty:
+        return []
+    axes = t["tuning_axes"]
+    tuned = t["tuned"]
+    view = tuned[["condition", "n_train", "activation", *[f"best_{a}" for a in axes],
+                  *[c for c in ("val_loss", "val_accuracy") if c in tuned], "test_loss"]].copy()
+    view["test loss 95% CI"] = [_ci(lo, hi) for lo, hi in zip(tuned["test_loss_low"], tuned["test_loss_high"])]
+    view["test accuracy"] = tuned["test_accuracy"]
+    view["test accuracy 95% CI"] = [_ci(lo, hi) for lo, hi in
+                                    zip(tuned["test_accuracy_low"], tuned["test_accuracy_high"])]
+    view["rank"] = tuned["rank"]
+    out = ["<h2 id='tuning'>Tuned per activation</h2>",
+           f"<p>For every condition, training-set size and activation, the value of "
+           f"{_e(', '.join(axes))} with the best mean validation score over seeds (a value at which "
+           f"any seed diverged or ended above its start is never chosen), then the test metrics "
+           f"there (<code>tuned.csv</code>). Beside it, the ranking at the reference setting and "
+           f"how far each activation moves.</p>", _table(view)]
+    if "ranking_shift" in t and len(t["ranking_shift"]):
+        out += ["<h3>Reference ranking against tuned ranking</h3>", _table(t["ranking_shift"])]
+    if "stability" in t and len(t["stability"]):
+        out += ["<h3>Best and mean over the grid (Eger et al.)</h3>",
+                "<p>The tuned test accuracy beside the mean over every value of the grid (a "
+                "diverged run counts as chance): a high mean is an activation that works without "
+                "tuning.</p>", _table(t["stability"])]
+    side = t.get("claims_reference_tuned")
+    if side is not None and len(side):
+        cols = [c for c in ("id", "scope", "verdict_reference", "verdict_tuned") if c in side]
+        out += ["<h3>The notebook's claims at the reference setting and tuned</h3>", _table(side[cols])]
+    return out
+
+
+def _learning_section(t) -> list:
+    lc = t.get("learning_curves")
+    if lc is None or lc.empty:
+        return []
+    cols = [c for c in lc.columns if not c.endswith("_status") and c not in ("rmse",)]
+    return ["<h2 id='learning'>Learning curves in n</h2>",
+            "<p>Final test loss against the training-set size, per condition and activation: a "
+            "power law <code>a n^-b + c</code> through the across-seed means (the two-parameter "
+            "<code>a n^-b</code> where the offset cannot be identified: fewer than four sizes, or "
+            "a fitted offset at 0 or at the smallest loss), bootstrap intervals over seeds for the "
+            "exponent b, and the images needed to reach 80% and 90% test accuracy, interpolated in "
+            "log n (<code>learning_curves.csv</code>).</p>", _table(lc[cols])]
+
+
+def _robustness_section(t) -> list:
+    rob = t.get("robustness")
+    if rob is None or rob.empty:
+        return []
+    out = ["<h2 id='robustness'>Robustness to one-bit perturbations</h2>",
+           "<p>Each verdict recomputed with perturbed siblings in place of their originals "
+           "(<code>init</code>: one weight's lowest mantissa bit flipped; <code>order</code>: "
+           "another batch order): in how many replica sets it holds "
+           "(<code>robustness.csv</code>).</p>", _table(rob)]
+    rec = t.get("recurrence")
+    if rec is not None and len(rec):
+        out += ["<h3>Do divergences and spikes recur in the siblings?</h3>", _table(rec)]
+    var = t.get("perturbation_variance")
+    if var is not None and len(var):
+        out += ["<h3>Variance from a perturbation alone, beside the variance across seeds</h3>",
+                "<p>Ratio near 1: one bit does as much as a new seed (Summers &amp; Dinneen).</p>",
+                _table(var)]
+    return out
 
 
 def _ranking_section(t) -> list:
