@@ -32,6 +32,8 @@ def answers(t: dict) -> list[Answer]:
 
 
 def _best_at_smallest_n(t) -> list[Answer]:
+    if t.get("tuned") is not None and len(t["tuned"]):
+        return _best_tuned(t["tuned"], t.get("tuning_axes", ["lr"]))
     summary = t.get("summary")
     if summary is None or summary.empty:
         return []
@@ -50,6 +52,28 @@ def _best_at_smallest_n(t) -> list[Answer]:
             f"{int(best['n_seeds'])} seeds, next {second['activation']} {fmt(second['mean'])}"
             + ("; their intervals do not overlap." if apart else
                "; their intervals overlap, so which is lowest is inconclusive."), "ranking"))
+    return out[:2]
+
+
+def _best_tuned(tuned: pd.DataFrame, axes) -> list[Answer]:
+    """The same question when each activation has its own tuned setting."""
+    out = []
+    for cond, g in tuned.dropna(subset=["test_loss"]).groupby("condition", sort=True):
+        at = g[g["n_train"] == g["n_train"].min()].sort_values("test_loss")
+        if len(at) < 2:
+            continue
+        best, second = at.iloc[0], at.iloc[1]
+        apart = best["test_loss_high"] < second["test_loss_low"]
+        setting = ", ".join(f"{a} {best[f'best_{a}']:g}" if isinstance(best[f"best_{a}"], float)
+                            else f"{a} {best[f'best_{a}']}" for a in axes)
+        out.append(Answer(
+            f"{cond}, {int(best['n_train'])} training images, each activation at its own best "
+            f"{', '.join(axes)} (chosen on validation): {best['activation']} ({setting}) ends with "
+            f"the lowest test loss, {fmt(best['test_loss'])} [95% CI {fmt(best['test_loss_low'])}, "
+            f"{fmt(best['test_loss_high'])}] over {int(best['n_seeds'])} seeds, next "
+            f"{second['activation']} {fmt(second['test_loss'])}"
+            + ("; their intervals do not overlap." if apart else
+               "; their intervals overlap, so which is lowest is inconclusive."), "tuning"))
     return out[:2]
 
 

@@ -195,7 +195,7 @@ def cmd_datasets(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import write_report
-    print(write_report(args.dir))
+    print(write_report(args.dir, select=args.select, tune=args.tune, reference_lr=args.reference_lr))
     return 0
 
 
@@ -237,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
     r = sub.add_parser("report", help="write DIR/report/index.html, figures and summary.csv")
     r.add_argument("dir")
+    r.add_argument("--select", default="val_loss",
+                   help="what tuning chooses on: val_loss (default) or val_accuracy; never the test set")
+    r.add_argument("--tune", type=_csv(str), default=["lr"],
+                   help="training settings tuned per activation (default lr; also batch_size, momentum, ...)")
+    r.add_argument("--reference-lr", type=float,
+                   help="the fixed lr of the unfair comparison (default: the study's reference_lr, 0.1)")
     r.set_defaults(func=cmd_report)
     x = sub.add_parser("export", help="the long tables as CSV or Parquet, or every run in TensorBoard or MLflow")
     x.add_argument("dir")

@@ -129,7 +129,9 @@ def learning_curves(per_run: pd.DataFrame, *, metric: str = "final_test_loss",
             # A resample that never reaches the target has no n: its share counts as above
             # every size, so the interval's upper end is open (inf) once that share passes alpha.
             boot = np.where(np.isfinite(boot), boot, np.inf)
-            low, high = np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (np.nan, np.nan)
+            # inverted_cdf: an order statistic, so an open end stays inf instead of inf - inf
+            low, high = (np.quantile(boot, [alpha, 1 - alpha], method="inverted_cdf") if len(boot)
+                         else (np.nan, np.nan))
             row.update({key: value, f"{key}_low": float(low), f"{key}_high": float(high),
                         f"{key}_status": status})
         rows.append(row)
