@@ -388,10 +388,10 @@ def _html(out_dir, results, t, figures, spike_k, spike_window, threshold) -> str
              f"<p class='meta'>Results in <code>{_e(Path(out_dir).resolve())}</code>; written "
              f"{_e(now)}. Figures and tables are also in <code>figures/</code> and the CSV files "
              f"next to this page.</p>"]
+    parts += _answers_section(t)  # the report opens with what the study says
     top = [_figure_html(*f[1:]) for f in figures if f[0] == GALLERY]  # where each one saturates
     parts += [f"<h2 id='gallery'>{_e(GALLERY)}</h2>"] + top if top else []
     figures = [f for f in figures if f[0] != GALLERY]
-    parts += _answers_section(t)
     parts += _status_section(runs)
     parts += _config_section(runs)
     parts += _verdict_table("papers", "Published claims, checked", PAPERS_INTRO, t.get("papers"),
