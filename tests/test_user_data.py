@@ -324,7 +324,7 @@ def test_a_store_from_before_the_data_columns_reads_as_mnist_and_takes_new_runs(
 def test_the_logit_floor_evidence_uses_the_stored_class_count():
     import pandas as pd
 
-    from actconv import analysis
+    from actconv import claims
     from actconv.activations import logit_loss_floor
     from actconv.store import Results
     runs, epochs = [], []
@@ -339,7 +339,7 @@ def test_the_logit_floor_evidence_uses_the_stored_class_count():
     batches = pd.DataFrame(columns=["run_id", "model", "activation", "seed", "n_train", "epoch", "step",
                                     "loss", "accuracy"])
     results = Results(pd.DataFrame(runs), pd.DataFrame(epochs), batches, pd.DataFrame())
-    f = analysis.findings(results)
+    f = claims.evaluate(results, ["d"])
     text = " ".join(f.loc[f["id"] == "d", "evidence"])
     assert f"below {logit_loss_floor(0, 1, 3):.3f} nats on 3 classes" in text
 

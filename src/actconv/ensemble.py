@@ -127,7 +127,8 @@ class Stack:
                 x = [t(xj) for xj in x]
             else:
                 x = t(x)
-            if seen is not None and isinstance(t, (nn.PReLU, *ELEMENTWISE)):
+            if seen is not None and (isinstance(t, (nn.PReLU, *ELEMENTWISE))
+                                     or getattr(t, "actconv_elementwise", False)):
                 seen[i] = (before, x)
         return torch.stack(x).flatten(2) if isinstance(x, list) else x
 

@@ -48,11 +48,14 @@ class Lost:
 
 def probe(data_args: DataArgs, cuda: bool, models=()) -> tuple[int, bool, tuple, int]:
     """The data loads (its pool size, input shape and class count), every model takes it
-    (models: (name, ModelSpec, an activation, engine)) and, if asked, torch sees a CUDA device."""
+    (models: (name, ModelSpec, an activation, engine, its definition)) and, if asked, torch
+    sees a CUDA device."""
+    from .activations import use
     from .errors import ConfigError
     from .models import check_fits
     data = data_args.load()
-    for name, spec, activation, engine in models:
+    for name, spec, activation, engine, definition in models:
+        use(activation, definition)  # a user's activation, known to this process
         model = check_fits(name, spec, activation, data_args.dataset, data.input_shape, data.n_classes)
         if engine == "ensemble":  # the ensemble stacks only the layers it knows
             from .ensemble import Stack

@@ -102,7 +102,8 @@ def run_study(study: StudySpec, out_dir, *, jobs: int | str = 1, executor: str =
     backend = BACKENDS["serial" if executor == "local" and jobs == 1 else executor]
     # Everything is validated before the store is touched (with a pool, by a worker, so the
     # driver never imports torch).
-    models = tuple({s.model: (s.model, s.model_spec, s.activation, s.engine) for s in specs}.values())
+    models = tuple({s.model: (s.model, s.model_spec, s.activation, s.engine, s.activation_def)
+                    for s in specs}.values())
     pool_size, has_cuda, input_shape, n_classes = backend.probe(data_args, cuda, models)
     too_big = sorted({s.n_train for s in specs if s.n_train > pool_size})
     if too_big:
