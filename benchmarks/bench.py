@@ -434,6 +434,8 @@ def main(argv=None) -> int:
                         "many epochs (default: the whole preset, 10 epochs; 0: skip)")
     p.add_argument("--no-profile", action="store_true", help="skip (6), the operator profile of the TinyVGG grid")
     p.add_argument("--tiny", action="store_true", help="tiny grids: seconds, to test this script")
+    p.add_argument("--report-store", default=None,
+                   help="(7) time `actconv report` on this store (default: the seed preset's store of (4))")
     p.add_argument("--json", help="also write every number here")
     args = p.parse_args(argv)
     reference = Path(args.reference)
@@ -519,6 +521,14 @@ def main(argv=None) -> int:
             print("  --jobs 1 trains in the driver; --jobs N > 1 runs a driver that never imports torch, a fork "
                   "server that imported the worker's modules once, and N workers forked from it that share "
                   "those pages (plus multiprocessing's small resource tracker)")
+
+        store = args.report_store or (args.seed_epochs != 0 and str(tmp / f"seed-preset-{report['seed_preset'][0]['jobs']}"))
+        if store:  # (7) a separate section: the report's time and the page's weight
+            t = run_timed([sys.executable, "-m", "actconv.cli", "report", store])
+            page = Path(t.output.strip().splitlines()[-1])
+            report["report"] = dict(store=store, wall_s=t.wall_s, cpu_s=t.cpu_s, page_mb=page.stat().st_size / MB)
+            print(f"\n(7) `actconv report` on {store}: {t.wall_s:.1f} s ({t.cpu_s:.1f} s CPU), page "
+                  f"{page.stat().st_size / MB:.1f} MB; target <= 30 s: {verdict(t.wall_s <= 30)}")
 
         rows = engines_agree(args.tiny, 3 if args.tiny else args.agree_seeds, args.jobs, tmp)
         report["agree"] = rows

@@ -2,7 +2,8 @@
 
 Figures are built with `matplotlib.figure.Figure` (no pyplot), so nothing needs a display
 and nothing accumulates in a global figure registry. Every activation keeps one colour,
-line style and marker in every figure.
+line style and marker in every figure. Dense line art (every batch loss of a run) is
+drawn `rasterized`, so a vector copy of a figure stays small and quick to write.
 """
 import hashlib
 import math
@@ -65,12 +66,13 @@ def style(activation: str) -> dict:
 # -- the original's two figures per family ---------------------------------------------------
 
 def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations, *, model: str,
-                        seed=None, title: str | None = None) -> Figure:
+                        seed=None, title: str | None = None, fits: pd.DataFrame | None = None
+                        ) -> Figure:
     """Batch loss against batch update with the original's regression line, one panel per n_train.
 
     One run per activation and panel: `seed` (default: the smallest seed with batches).
-    The line is `analysis.batch_fit` (epoch-0 loss at x=0). Needs `batches` and
-    `epochs` of the data contract.
+    The line is `analysis.batch_fit` (epoch-0 loss at x=0); pass its table as `fits` when
+    it is computed already. Needs `batches` and `epochs` of the data contract.
     """
     b = batches[(batches["model"] == model) & batches["activation"].isin(activations)]
     if seed is None and len(b):
@@ -79,7 +81,9 @@ def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations
     e = epochs[epochs["run_id"].isin(b["run_id"].unique())]
     sizes = sorted(b["n_train"].unique()) or [None]
     fig, panels = _panels(len(sizes))
-    fits = analysis.batch_fit(e, b).set_index("run_id") if len(b) else None
+    if len(b):
+        fits = (analysis.batch_fit(e, b) if fits is None
+                else fits[fits["run_id"].isin(b["run_id"].unique())]).set_index("run_id")
     start = e[e["epoch"] == 0].set_index("run_id")["train_loss"]
     present = []
     for ax, n in zip(panels, sizes):
@@ -93,7 +97,7 @@ def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations
             y = np.r_[start.get(rid, np.nan), run["loss"].to_numpy(float)]
             st = style(act)
             ax.plot(x, y, color=st["color"], linestyle=st["linestyle"], linewidth=0.8, alpha=0.55,
-                    gid="data", label=act)
+                    gid="data", label=act, rasterized=True)
             fit = fits.loc[rid]
             if np.isfinite(fit["slope"]):
                 lines.append((act, x[-1], fit["slope"], fit["intercept"]))
@@ -113,16 +117,17 @@ def family_batch_losses(batches: pd.DataFrame, epochs: pd.DataFrame, activations
 
 
 def family_test_curves(epochs: pd.DataFrame, activations, *, model: str,
-                       title: str | None = None) -> Figure:
+                       title: str | None = None, ci: pd.DataFrame | None = None) -> Figure:
     """Test loss and test accuracy against epoch, mean over seeds with a 95% band, per n_train.
 
-    Needs `epochs`: model, activation, n_train, seed, epoch, test_loss, test_accuracy.
+    Needs `epochs`: model, activation, n_train, seed, epoch, test_loss, test_accuracy;
+    `ci`: `analysis.curve_intervals` of them when computed already.
     """
     e = epochs[(epochs["model"] == model) & epochs["activation"].isin(activations)]
     sizes = sorted(e["n_train"].unique()) or [None]
     # One row per n_train, loss and accuracy side by side: four sizes stay readable.
     fig, axes = _figure(len(sizes), 2, height=3.0)
-    ci = (analysis.curve_intervals(e, ["test_loss", "test_accuracy"]) if len(e) else None)
+    ci = _intervals(e, ci, model, ["test_loss", "test_accuracy"])
     present = []
     for j, n in enumerate(sizes):
         for i, (col, label) in enumerate((("test_loss", "test " + LOSS_LABEL),
@@ -142,31 +147,35 @@ def family_test_curves(epochs: pd.DataFrame, activations, *, model: str,
 
 # -- curves per model and n_train ----------------------------------------------------------------
 
-def epoch_loss_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activations=None) -> Figure:
+def epoch_loss_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activations=None,
+                      ci: pd.DataFrame | None = None) -> Figure:
     """Train and test loss against epoch, mean over seeds with a 95% band.
 
-    Needs `epochs`: model, activation, n_train, seed, epoch, train_loss, test_loss.
+    Needs `epochs`: model, activation, n_train, seed, epoch, train_loss, test_loss;
+    `ci`: `analysis.curve_intervals` of them when computed already.
     """
     return _two_curves(epochs, model, n_train, activations,
                        (("train_loss", "train " + LOSS_LABEL), ("test_loss", "test " + LOSS_LABEL)),
-                       1, "loss per epoch")
+                       1, "loss per epoch", ci)
 
 
-def accuracy_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activations=None) -> Figure:
+def accuracy_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activations=None,
+                    ci: pd.DataFrame | None = None) -> Figure:
     """Train and test accuracy against epoch, mean over seeds with a 95% band.
 
-    Needs `epochs`: model, activation, n_train, seed, epoch, train_accuracy, test_accuracy.
+    Needs `epochs`: model, activation, n_train, seed, epoch, train_accuracy, test_accuracy;
+    `ci`: `analysis.curve_intervals` of them when computed already.
     """
     return _two_curves(epochs, model, n_train, activations,
                        (("train_accuracy", "train accuracy (%)"),
-                        ("test_accuracy", "test accuracy (%)")), 100, "accuracy per epoch")
+                        ("test_accuracy", "test accuracy (%)")), 100, "accuracy per epoch", ci)
 
 
-def _two_curves(epochs, model, n_train, activations, columns, scale, what) -> Figure:
+def _two_curves(epochs, model, n_train, activations, columns, scale, what, ci) -> Figure:
     e = epochs[(epochs["model"] == model) & (epochs["n_train"] == n_train)]
     activations = _order(e, activations)
     e = e[e["activation"].isin(activations)]
-    ci = analysis.curve_intervals(e, [c for c, _ in columns]) if len(e) else None
+    ci = _intervals(e, ci, model, [c for c, _ in columns])
     fig, axes = _figure(1, 2)
     for ax, (col, label) in zip(axes[0], columns):
         series = _mean_curves(ax, ci, activations, n_train, col, scale=scale)
@@ -239,7 +248,8 @@ def batch_dynamics(batches: pd.DataFrame, spikes: pd.DataFrame, *, model: str, n
                 continue
             st = style(act)
             x, y = run["step"].to_numpy(float), run["loss"].to_numpy(float)
-            ax.plot(x, y, color=st["color"], linestyle=st["linestyle"], linewidth=0.9, gid="data")
+            ax.plot(x, y, color=st["color"], linestyle=st["linestyle"], linewidth=0.9, gid="data",
+                    rasterized=True)
             series.append((act, x, y))
         top = _tame_spikes(ax, series)
         shown = marks[marks["step"].isin(np.concatenate([s[1] for s in series]))] if series else marks
@@ -369,6 +379,15 @@ def _legend(fig: Figure, activations, extra=()):
 def _band_handle():
     from matplotlib.patches import Patch
     return Patch(facecolor="0.5", alpha=0.2, label="95% interval over seeds")
+
+
+def _intervals(e: pd.DataFrame, ci, model: str, columns) -> pd.DataFrame | None:
+    """The curve intervals of one model's `e`: cut from `ci` when given, else computed."""
+    if e.empty:
+        return None
+    if ci is None:
+        return analysis.curve_intervals(e, columns)
+    return ci[(ci["model"] == model) & ci["column"].isin(columns)]
 
 
 def _mean_curves(ax, ci, activations, n_train, column, scale=1):

@@ -1,0 +1,65 @@
+"""The report's figures: drawn in worker processes, embedded as palette PNGs, SVG files beside the page."""
+import base64
+import io
+import re
+
+from PIL import Image
+
+from actconv.report import write_report
+from test_report import EVIL, small_study, to_store
+
+# The report of the shared test store (conftest's `report_written`) was 1,089,800 bytes when
+# every figure was embedded as a full-colour PNG; palette PNGs bring it to about 400,000.
+LIGHT_PAGE_BYTES = 600_000
+
+
+def figures_on(page: str) -> dict:
+    """stem -> (the embedded PNG's bytes, the SVG the caption links to)."""
+    found = re.findall(r"<figure id='fig-([^']+)'><img [^>]*src='data:image/png;base64,([^']+)'>"
+                       r".*?<a href='([^']+)'>", page)
+    return {stem: (base64.b64decode(b64), href) for stem, b64, href in found}
+
+
+def test_every_figure_has_its_png_and_svg_beside_the_page(report_written):
+    out, index = report_written
+    page = index.read_text()
+    figs = figures_on(page)
+    figdir = out / "report" / "figures"
+    assert len(figs) == page.count("<figure ") == len(list(figdir.glob("*.svg"))) > 5
+    for stem, (png, href) in figs.items():
+        assert href == f"figures/{stem}.svg"
+        svg = (index.parent / href).read_text()
+        assert svg.lstrip().startswith("<?xml") and svg.rstrip().endswith("</svg>")
+        assert (figdir / f"{stem}.png").read_bytes() == png  # the page shows the file beside it
+
+
+def test_embedded_figures_are_palette_pngs_and_the_page_is_light(report_written):
+    _, index = report_written
+    figs = figures_on(index.read_text())
+    modes = {Image.open(io.BytesIO(png)).mode for png, _ in figs.values()}
+    assert modes == {"P"}
+    size = Image.open(io.BytesIO(figs["mlp_original-relu_family-batch"][0])).size
+    assert size == (680, 410)  # one panel (4.2 + 2.6) x (3.4 + 0.7) in at dpi 100: as sharp as before
+    assert index.stat().st_size < LIGHT_PAGE_BYTES
+
+
+def test_batch_loss_lines_are_rasterised_in_the_svg(report_written):
+    out, _ = report_written
+    figdir = out / "report" / "figures"
+    batch = (figdir / "mlp_original-relu_family-batch.svg").read_text()
+    dynamics = (figdir / "mlp_original-dynamics.svg").read_text()
+    # One embedded picture per panel holds the batch-loss lines; the fit lines stay vectors.
+    assert batch.count("<image ") >= 1 and dynamics.count("<image ") == 2
+    assert "data:image/png;base64," in batch
+    regression = next(figdir.glob("*-regression.svg")).read_text()
+    assert "<image " not in regression  # a few points per line: nothing to rasterise
+
+
+def test_figures_drawn_in_workers_equal_those_drawn_in_one_process(tmp_path):
+    pngs = {}
+    for jobs in (1, 2):
+        out = tmp_path / str(jobs)
+        to_store(small_study(EVIL), out, EVIL)
+        write_report(out, jobs=jobs)
+        pngs[jobs] = {p.name: p.read_bytes() for p in (out / "report" / "figures").glob("*.png")}
+    assert pngs[1] and pngs[1] == pngs[2]
