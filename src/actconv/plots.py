@@ -793,6 +793,9 @@ def lr_sensitivity(candidates: pd.DataFrame, *, condition: str, axis: str = "lr"
             ax.plot(pick[axis].astype(float), pick[select], "o", markersize=10, markerfacecolor="none",
                     markeredgecolor=st["color"], markeredgewidth=1.5)
         ax.set_xscale("log")
+        values = sorted(g[axis].astype(float).unique())
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
         ax.set_title(f"{condition}, n_train {n}")
         ax.set_xlabel(axis)
         ax.set_ylabel(select.replace("_", " ") + (" (nats)" if "loss" in select else ""))

@@ -298,7 +298,8 @@ def _question_figures(t) -> list:
                 out.append(FigureJob(TUNING, f"{cond}-sensitivity",
                                      f"{cond}: final {select.replace('_', ' ')} against {axis} per "
                                      f"activation (log axis), one panel per training-set size; the "
-                                     f"ringed point is each activation's choice.",
+                                     f"ringed point is each activation's choice; a gap is a value at "
+                                     f"which a seed diverged or ended above its start (never chosen).",
                                      partial(plots.lr_sensitivity, cand, condition=cond, axis=axis,
                                              select=select)))
     lc = t.get("learning_curves")
