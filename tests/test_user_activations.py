@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pandas as pd
 import pytest
 import torch
 
@@ -214,6 +215,38 @@ def test_diagnostics_and_the_gallery_take_a_users_activation(folder):
                                               0.25 * torch.tanh(torch.tensor(-1.0)).item(), 0.0,
                                               torch.tanh(torch.tensor(1.0)).item(), torch.tanh(torch.tensor(2.0)).item()])
     assert t.derivative.iloc[-1] == pytest.approx(1 - torch.tanh(torch.tensor(2.0)).item() ** 2)
+
+
+def test_every_report_section_takes_a_users_activation(folder):
+    # on the logits its stated range bounds the loss: the floor finding names it; its own
+    # family figures; a parametric spelling beside it
+    (folder / "r.toml").write_text(f"""
+name = "own"
+epochs = 1
+[activations.pt]
+expr = "{PTANH_EXPR}"
+range = [-0.25, 1.0]
+[models.o]
+kind = "mlp"
+hidden_units = 8
+activate_logits = true
+[[grid]]
+models = ["o"]
+activations = ["pt", "relu", "leaky_relu(0.2)"]
+seeds = [1, 2]
+n_train = [64, 128, 256]
+""")
+    out = folder / "own"
+    p = run_cli(str(folder / "r.toml"), "--out", str(out), cwd=folder)
+    assert p.returncode == 0, p.stderr
+    from actconv.report import write_report
+    page = write_report(out, jobs=1)
+    mech = pd.read_csv(page.parent / "mechanisms.csv")
+    assert "o, logits in (-0.25, 1)" in set(mech.scope)
+    assert (page.parent / "figures" / "o-your_activations-test.png").exists()
+    lc = pd.read_csv(page.parent / "learning_curves.csv")
+    assert {"pt", "leaky_relu(negative_slope=0.2)"} <= set(lc.activation)
+    assert "pt" in set(pd.read_csv(page.parent / "ranking.csv").activation)
 
 
 # -- bad input -------------------------------------------------------------------------------

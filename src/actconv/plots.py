@@ -16,6 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import analysis, diagnostics
+from .tables import flag
 
 # Paul Tol's "muted" qualitative scheme (colour-blind safe) plus black: ten colours.
 PALETTE = ["#332288", "#117733", "#882255", "#88CCEE", "#44AA99", "#DDCC77", "#CC6677",
@@ -738,7 +739,7 @@ def logit_floor_curves(epochs: pd.DataFrame, runs: pd.DataFrame, *,
     r = runs[runs["model_kind"] == "mlp"]
     n_train = _default_n(r, n_train)
     r = r[r["n_train"] == n_train]
-    on = r["activate_logits"].fillna(0).astype(int) == 1
+    on = flag(r, "activate_logits")
     fig, axes = _figure(1, 2, width=4.4, height=3.4)
     shown = []
     panels = ((axes[0, 0], on, "activation on the logits"),

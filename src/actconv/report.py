@@ -19,7 +19,7 @@ from .activations import FAMILIES, use_stored_activations
 from .errors import ActconvError
 from .store import n_classes_of
 from .export import export  # noqa: F401  (it lived here; export.py now holds every format)
-from .tables import CONFIG_KEYS, fmt
+from .tables import CONFIG_KEYS, flag, fmt
 
 STATUSES = ("done", "diverged", "failed", "running", "pending")
 # What the summary aggregates across seeds, in the order a reader wants them.
@@ -60,6 +60,7 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     bad = [a for a in tune if a not in tuning.TUNABLE]
     if bad:
         raise ActconvError(f"cannot tune {bad[0]!r}; choose from: {', '.join(tuning.TUNABLE)}")
+    use_stored_activations(results.runs)  # a user's activations: their ranges and plots here too
     everything = conditions.separate_conditions(results)  # perturbed siblings included
     results = robustness.originals(everything)
     thresholds = claims.Thresholds(spike_k=spike_k, spike_window=spike_window, select=select,
@@ -234,7 +235,9 @@ def _figures(results, t) -> list:
         e = epochs[epochs["model"] == model]
         b = batches[batches["model"] == model]
         in_e, in_b = set(e["activation"].unique()), set(b["activation"].unique())
-        for family, members in FAMILIES.items():
+        known = {a for members in FAMILIES.values() for a in members}
+        own = sorted((in_e | in_b) - known)  # parametric spellings and a user's activations
+        for family, members in {**FAMILIES, **({"your_activations": own} if own else {})}.items():
             present = [a for a in members if a in in_e]
             in_batches = [a for a in members if a in in_b]
             name = family.replace("_", " ")
@@ -326,7 +329,7 @@ def _diagnostics_figures(results, epochs) -> list:
                      "its maximum, which is what the saturation figures count.",
                      partial(plots.activation_gallery, present))]
     bounded = runs["activation"].isin(list(analysis.BOUNDED_RANGE))
-    on_logits = runs["activate_logits"].fillna(0).astype(int) == 1
+    on_logits = flag(runs, "activate_logits")
     if (bounded & on_logits & (runs["model_kind"] == "mlp")).any():
         out.append(FigureJob(DYNAMICS, "logit-floor", "Bounded activations on the logits (left) cannot go "
                              "below the floor their logit range allows; with linear logits (right) they can.",
@@ -361,7 +364,7 @@ def _diagnostics_figures(results, epochs) -> list:
 def _activated_logits(runs: pd.DataFrame) -> set:
     if "activate_logits" not in runs.columns:
         return set()
-    return set(runs.loc[runs["activate_logits"].fillna(0).astype(int) == 1, "model"])
+    return set(runs.loc[flag(runs, "activate_logits"), "model"])
 
 
 def _dynamics_run(batches, spikes, model):
