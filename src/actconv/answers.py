@@ -45,14 +45,19 @@ def _best_at_smallest_n(t) -> list[Answer]:
         if len(at) < 2 or not np.isfinite(at["mean"].iloc[0]):
             continue
         best, second = at.iloc[0], at.iloc[1]
-        apart = np.isfinite(best["high"]) and np.isfinite(second["low"]) and best["high"] < second["low"]
-        out.append(Answer(
-            f"{model}, {n} training images: {best['activation']} ends with the lowest test loss, "
-            f"{fmt(best['mean'])} [95% CI {fmt(best['low'])}, {fmt(best['high'])}] over "
-            f"{int(best['n_seeds'])} seeds, next {second['activation']} {fmt(second['mean'])}"
-            + ("; their intervals do not overlap." if apart else
-               "; their intervals overlap, so which is lowest is inconclusive."), "ranking"))
+        out.append(Answer(f"{model}, {n} training images: " + _lowest(
+            best["activation"], best["mean"], best["low"], best["high"], best["n_seeds"],
+            second["activation"], second["mean"], second["low"]), "ranking"))
     return out[:2]
+
+
+def _lowest(act, mean, low, high, n_seeds, next_act, next_mean, next_low) -> str:
+    """'<act> ends with the lowest test loss, m [CI] over n seeds, next ...; overlap or not'."""
+    apart = np.isfinite(high) and np.isfinite(next_low) and high < next_low
+    return (f"{act} ends with the lowest test loss, {fmt(mean)} [95% CI {fmt(low)}, {fmt(high)}] "
+            f"over {int(n_seeds)} seeds, next {next_act} {fmt(next_mean)}"
+            + ("; their intervals do not overlap." if apart else
+               "; their intervals overlap, so which is lowest is inconclusive."))
 
 
 def _best_tuned(tuned: pd.DataFrame, axes) -> list[Answer]:
@@ -63,17 +68,14 @@ def _best_tuned(tuned: pd.DataFrame, axes) -> list[Answer]:
         if len(at) < 2:
             continue
         best, second = at.iloc[0], at.iloc[1]
-        apart = best["test_loss_high"] < second["test_loss_low"]
         setting = ", ".join(f"{a} {best[f'best_{a}']:g}" if isinstance(best[f"best_{a}"], float)
                             else f"{a} {best[f'best_{a}']}" for a in axes)
         out.append(Answer(
             f"{cond}, {int(best['n_train'])} training images, each activation at its own best "
-            f"{', '.join(axes)} (chosen on validation): {best['activation']} ({setting}) ends with "
-            f"the lowest test loss, {fmt(best['test_loss'])} [95% CI {fmt(best['test_loss_low'])}, "
-            f"{fmt(best['test_loss_high'])}] over {int(best['n_seeds'])} seeds, next "
-            f"{second['activation']} {fmt(second['test_loss'])}"
-            + ("; their intervals do not overlap." if apart else
-               "; their intervals overlap, so which is lowest is inconclusive."), "tuning"))
+            f"{', '.join(axes)} (chosen on validation; the lowest at {setting}): " + _lowest(
+                best["activation"], best["test_loss"], best["test_loss_low"], best["test_loss_high"],
+                best["n_seeds"], second["activation"], second["test_loss"], second["test_loss_low"]),
+            "tuning"))
     return out[:2]
 
 

