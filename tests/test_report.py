@@ -145,9 +145,16 @@ def test_export_unknown_format_lists_choices(report_dir):
 
 def test_cli_report_and_export(report_dir, tmp_path, monkeypatch, capsys):
     out, index = report_dir
-    monkeypatch.setattr("actconv.report.write_report", lambda d: index)  # the wiring, not a rerun
+    calls = []
+    monkeypatch.setattr("actconv.report.write_report",  # the wiring, not a rerun
+                        lambda d, **kw: calls.append(kw) or index)
     assert cli.main(["report", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(index)
+    assert calls[-1] == {"select": "val_loss", "tune": ["lr"], "reference_lr": None}
+    assert cli.main(["report", str(out), "--select", "val_accuracy", "--tune", "lr,batch_size",
+                     "--reference-lr", "0.3"]) == 0
+    assert calls[-1] == {"select": "val_accuracy", "tune": ["lr", "batch_size"], "reference_lr": 0.3}
+    capsys.readouterr()
     assert cli.main(["export", str(out), "--format", "csv", "--dest", str(tmp_path / "x")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "x")
     assert (tmp_path / "x" / "batches.csv").exists()
@@ -155,7 +162,9 @@ def test_cli_report_and_export(report_dir, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["report", "{tmp}/missing"], "no actconv results"),
-    (["export", "{out}", "--format", "xlsx"], "choose from: csv, parquet")])
+    (["export", "{out}", "--format", "xlsx"], "choose from: csv, parquet"),
+    (["report", "{out}", "--select", "test_loss"], "unknown selection metric"),
+    (["report", "{out}", "--tune", "activation"], "cannot tune")])
 def test_cli_errors_are_one_line_exit_2(report_dir, tmp_path, capsys, argv, message):
     argv = [a.format(tmp=tmp_path, out=report_dir[0]) for a in argv]
     assert cli.main(argv) == 2
