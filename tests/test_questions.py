@@ -13,6 +13,7 @@ STUDY = """
 name = "questions"
 epochs = 2
 lr = [0.03, 0.3]
+reference_lr = 0.3
 validation = 200
 perturb = ["init", "order"]
 replicas = 1
@@ -93,3 +94,11 @@ def test_the_page_opens_with_answers_that_carry_numbers(report):
     for text, anchor in items:
         assert re.search(r"\d", text)                 # no sentence without a number
         assert f"id='{anchor}'" in page                # and its evidence is on the page
+
+
+def test_the_studys_reference_lr_is_the_unfair_setting(report):
+    ref = pd.read_csv(report / "reference_ranking.csv")
+    assert len(ref) == 3 * 3 and set(ref.n_seeds) == {2}
+    shift = pd.read_csv(report / "ranking_shift.csv")
+    assert set(shift.n_train) == {100, 200, 400}
+    assert "lr 0.3" in " ".join(pd.read_csv(report / "fairness.csv").evidence)

@@ -127,13 +127,11 @@ def _analyse(results, spike_k, spike_window, threshold, thresholds=None) -> dict
 
 def _reference_lr(out_dir: Path) -> float:
     """The study's `reference_lr` as registered in the store (0.1, the notebook's, by default)."""
-    import json
-    import sqlite3
-    from .store import store_path
+    from .errors import StoreError
+    from .store import study_specs
     try:
-        with sqlite3.connect(f"file:{store_path(out_dir)}?mode=ro", uri=True) as db:
-            specs = [json.loads(r[0]) for r in db.execute("SELECT spec_json FROM studies")]
-    except (sqlite3.Error, ValueError):
+        specs = study_specs(out_dir)
+    except StoreError:  # results given without a store of their own
         return tuning.REFERENCE["lr"]
     values = {float(s["reference_lr"]) for s in specs if s.get("reference_lr")}
     return values.pop() if len(values) == 1 else tuning.REFERENCE["lr"]

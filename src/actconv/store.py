@@ -377,3 +377,15 @@ def load_results(out_dir) -> Results:
             if name not in frame:
                 frame[name] = float("nan") if earlier is None else earlier
     return Results(runs, epochs, batches, diagnostics)
+
+
+def study_specs(out_dir) -> list[dict]:
+    """The specs of every study registered in a store (its `studies` table), as dicts."""
+    import json
+    store = Store(out_dir, create=False)
+    try:
+        return [json.loads(r[0]) for r in store.conn.execute("SELECT spec_json FROM studies")]
+    except (sqlite3.Error, ValueError) as e:
+        raise StoreError(f"cannot read {store.path}: {e}") from None
+    finally:
+        store.close()
