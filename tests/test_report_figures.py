@@ -63,3 +63,29 @@ def test_figures_drawn_in_workers_equal_those_drawn_in_one_process(tmp_path):
         write_report(out, jobs=jobs)
         pngs[jobs] = {p.name: p.read_bytes() for p in (out / "report" / "figures").glob("*.png")}
     assert pngs[1] and pngs[1] == pngs[2]
+
+
+def test_svg_text_is_text_and_each_format_is_one_draw(tmp_path):
+    from matplotlib.figure import Figure
+
+    from actconv.report import _render
+    fig = Figure(figsize=(3, 2), layout="constrained")
+    fig.subplots().set_title("a searchable title")
+    calls = []
+    draw = fig.draw
+    fig.draw = lambda renderer: (calls.append(1), draw(renderer))[1]
+    _render(fig, tmp_path / "f", 50)
+    # A figure with any layout engine (a placeholder too) is drawn twice by savefig.
+    assert len(calls) == 2  # one for the PNG (layout solved there), one for the SVG
+    svg = (tmp_path / "f.svg").read_text()
+    assert ">a searchable title</text>" in svg  # not glyph outlines
+
+
+def test_figures_keep_the_page_order_though_the_diagnostics_start_first(report_written):
+    _, index = report_written
+    page = index.read_text()
+    sections = re.findall(r"<h2(?: id='[^']*')?>([^<]+)</h2>", page)
+    inside = sections.index("Inside the networks: per-layer diagnostics")
+    assert sections.index("Final and starting losses") < inside  # as the sections always stood
+    heading = page.index("<h2>Inside the networks: per-layer diagnostics</h2>")
+    assert page.rindex("-heatmap'>") < heading < page.index("<figure id='fig-logit-floor'>")

@@ -1,6 +1,6 @@
 """The report's opening answers: a few sentences, each built from verdicts and numbers.
 
-`answers(t)` takes the report's analysis tables (the dict `report._analyse` builds) and
+`answers(t)` takes the report's analysis tables (the dict `report.write_report` builds) and
 returns one `Answer(text, anchor)` per question the data can speak to: which activation
 does best at the smallest n, with how few samples it reaches a target, whether that holds
 as n grows and when lr is tuned, which of the notebook's findings hold, and whether they

@@ -397,10 +397,12 @@ def _mean_curves(ax, ci, activations, n_train, column, scale=1):
     if ci is None:
         return series
     sub = ci[(ci["column"] == column) & (ci["n_train"] == n_train)] if n_train is not None else ci[:0]
+    by_activation = dict(list(sub.groupby("activation", sort=False)))  # one pass, not one per activation
     for act in activations:
-        c = sub[sub["activation"] == act].sort_values("epoch")
-        if c.empty:
+        c = by_activation.get(act)
+        if c is None:
             continue
+        c = c.sort_values("epoch")
         st = style(act)
         x = c["epoch"].to_numpy(float)
         y = c["mean"].to_numpy(float) * scale

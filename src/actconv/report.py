@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
@@ -76,10 +77,18 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     except OSError as e:
         raise ActconvError(f"cannot write the report into {dest}: {e.strerror}") from None
 
-    t = _analyse(results, spike_k, spike_window, threshold, thresholds)
-    t.update(_questions(everything, results, t, thresholds))
-    figures = _figures(results, t)
-    written = _write_figures(figures, figdir, dpi, jobs or _cores())
+    # The figures need only the curve tables: their workers start drawing while this process
+    # judges the claims and answers the questions, whose few figures follow them.
+    # The longest figures, from the stored tables alone, start first.
+    with _FigureWriter(figdir, dpi, jobs or _cores()) as writer:
+        writer.submit(_diagnostics_figures(results, _done_epochs(results)))
+        t = _curve_tables(results, spike_k, spike_window, threshold)
+        writer.submit(_figures(results, t))
+        t.update(_claim_tables(results, t, thresholds))
+        t.update(_questions(everything, results, t, thresholds))
+        writer.submit(_question_figures(t))
+        inside, curves, questions = writer.results()
+    written = curves + inside + questions  # the page's order
     _write_tables(t, dest)
     page = _html(out_dir, results, t, written, spike_k, spike_window, threshold)
     index = dest / "index.html"
@@ -89,13 +98,18 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
 
 # -- analysis ------------------------------------------------------------------------------------
 
-def _analyse(results, spike_k, spike_window, threshold, thresholds=None) -> dict:
-    """Every table the report shows, from the finished runs."""
+def _done_epochs(results) -> pd.DataFrame:
+    runs = results.runs
+    return results.epochs[results.epochs["run_id"].isin(runs.loc[runs["status"] == "done", "run_id"])]
+
+
+def _curve_tables(results, spike_k, spike_window, threshold) -> dict:
+    """The per-run metrics, curves, fits and spikes: what the figures are drawn from."""
     runs = results.runs
     status = runs.set_index("run_id")["status"] if len(runs) else pd.Series(dtype=str)
     done = status.index[status == "done"]
     finished = status.index[status.isin(["done", "diverged"])]
-    epochs = results.epochs[results.epochs["run_id"].isin(done)]
+    epochs = _done_epochs(results)
     batches = results.batches[results.batches["run_id"].isin(done)]
     # Batch figures also show diverged runs: their explosion is what a reader looks for.
     spiky = results.batches[results.batches["run_id"].isin(finished)]
@@ -105,10 +119,6 @@ def _analyse(results, spike_k, spike_window, threshold, thresholds=None) -> dict
     if len(epochs):
         t["per_run"] = analysis.run_metrics(epochs, batches if len(batches) else None,
                                             threshold=threshold)
-        metrics = [m for m in SUMMARY_METRICS if m in t["per_run"].columns]
-        t["summary"] = analysis.aggregate(t["per_run"], metrics)
-        t["ranking"] = analysis.rank_activations(t["per_run"], "final_test_loss")
-        t["paired"] = analysis.paired_comparisons(t["per_run"], "final_test_loss")
         t["fits"] = analysis.epoch_fits(epochs)
         t["curves"] = analysis.curve_intervals(epochs, ["train_loss", "test_loss", "train_accuracy",
                                                         "test_accuracy"])
@@ -117,12 +127,22 @@ def _analyse(results, spike_k, spike_window, threshold, thresholds=None) -> dict
         t["batch_fits"] = fits[fits["run_id"].isin(done)].reset_index(drop=True)
     t["spikes"] = (analysis.detect_spikes(spiky, results.epochs, k=spike_k, window=spike_window)
                    if len(spiky) else pd.DataFrame(columns=analysis.SPIKE_COLUMNS))
-    thresholds = thresholds or claims.Thresholds(spike_k=spike_k, spike_window=spike_window)
+    return t
+
+
+def _claim_tables(results, t, thresholds) -> dict:
+    """The ranking, the paired tests and every claim's verdicts."""
+    out = {}
+    if "per_run" in t:
+        metrics = [m for m in SUMMARY_METRICS if m in t["per_run"].columns]
+        out["summary"] = analysis.aggregate(t["per_run"], metrics)
+        out["ranking"] = analysis.rank_activations(t["per_run"], "final_test_loss")
+        out["paired"] = analysis.paired_comparisons(t["per_run"], "final_test_loss")
     for name, ids in (("findings", claims.ORIGINAL), ("mechanisms", claims.MECHANISMS),
                       ("papers", claims.PAPERS), ("samples", claims.SAMPLES),
                       ("fairness", claims.FAIRNESS)):
-        t[name] = claims.evaluate(results, ids, thresholds)
-    return t
+        out[name] = claims.evaluate(results, ids, thresholds)
+    return out
 
 
 def _reference_lr(out_dir: Path) -> float:
@@ -280,7 +300,7 @@ def _figures(results, t) -> list:
                              f"{model}: starting (epoch-0) train loss against final test loss.",
                              partial(plots.start_vs_final, t["per_run"], model=model,
                                      logit_floors=model in logits)))
-    return out + _diagnostics_figures(results, epochs) + _question_figures(t)
+    return out
 
 
 TUNING = "Learning-rate sensitivity"
@@ -368,7 +388,7 @@ def _activated_logits(runs: pd.DataFrame) -> set:
 def _dynamics_run(batches, spikes, model):
     """The run to show: the (n_train, seed) with the highest spike, else the smallest and first."""
     s = spikes[spikes["model"] == model] if len(spikes) else spikes
-    s = s[s["run_id"].isin(batches["run_id"])] if len(s) else s
+    s = s[s["run_id"].isin(batches["run_id"].unique())] if len(s) else s  # unique: isin converts each value
     if len(s):
         top = s.sort_values("loss", ascending=False).iloc[0]
         return int(top["n_train"]), int(top["seed"]), (f"n_train {int(top['n_train'])}, seed "
@@ -378,26 +398,46 @@ def _dynamics_run(batches, spikes, model):
     return n, seed, f"n_train {n}, seed {seed} (no spikes in this model)"
 
 
-# The figures a forked worker draws: inherited from the parent at fork, so only an index
-# goes to the worker and only the picture comes back (no DataFrame is pickled).
-_JOBS: list = []
+# The figures a forked worker draws, per batch: inherited from the parent at fork, so only
+# an index goes to the worker and only the picture comes back (no DataFrame is pickled).
+_JOBS: dict = {}
 
 
-def _write_figures(figures, figdir: Path, dpi: int, jobs: int) -> list:
-    """Draw and save each figure as PNG and SVG in parallel; returns (section, stem, caption, PNG)."""
-    used = set()
-    stems = [_slug(f.slug, used) for f in figures]
-    _JOBS[:] = [(f.draw, figdir / stem, dpi) for f, stem in zip(figures, stems)]
-    try:
-        workers = min(jobs, len(_JOBS))
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                pngs = pool.map(_render_job, range(len(_JOBS)), chunksize=1)
-        else:
-            pngs = [_render_job(i) for i in range(len(_JOBS))]
-    finally:
+class _FigureWriter:
+    """Draws and saves figures as PNG and SVG in forked worker processes while the caller
+    goes on; `results()` gives (section, stem, caption, PNG) in the order submitted."""
+
+    def __init__(self, figdir: Path, dpi: int, jobs: int):
+        self.figdir, self.dpi, self.jobs = figdir, dpi, jobs
+        self.used, self.batches, self.pools = set(), [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for pool in self.pools:
+            pool.terminate()  # the results are in (or an error stops the report)
+            pool.join()
         _JOBS.clear()
-    return [(f.section, stem, f.caption, png) for f, stem, png in zip(figures, stems, pngs)]
+
+    def submit(self, figures) -> None:
+        """Start drawing `figures`: in a pool forked now, so its workers see the data as it is."""
+        stems = [_slug(f.slug, self.used) for f in figures]
+        jobs = [(f.draw, self.figdir / stem, self.dpi) for f, stem in zip(figures, stems)]
+        pending = {}
+        if min(self.jobs, len(jobs)) > 1 and "fork" in multiprocessing.get_all_start_methods():
+            batch = len(self.batches)
+            _JOBS[batch] = jobs  # set before the fork: the workers inherit them
+            pool = multiprocessing.get_context("fork").Pool(min(self.jobs, len(jobs)))
+            self.pools.append(pool)
+            pending = {i: pool.apply_async(_render_job, (batch, i)) for i in range(len(jobs))}
+        self.batches.append([(f.section, stem, f.caption, pending.get(i) or _render_call(*jobs[i]))
+                             for i, (f, stem) in enumerate(zip(figures, stems))])
+
+    def results(self) -> list:
+        """Per batch submitted, its figures as (section, stem, caption, PNG bytes)."""
+        return [[(section, stem, caption, png if isinstance(png, bytes) else png.get())
+                 for section, stem, caption, png in batch] for batch in self.batches]
 
 
 def _cores() -> int:
@@ -407,9 +447,34 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _render_job(i: int) -> bytes:
-    draw, path, dpi = _JOBS[i]
-    return _render(draw(), path, dpi)
+def _warm_up() -> None:
+    """Load the fonts and fill matplotlib's text caches once, before the workers fork: each
+    worker would otherwise fill them again (a fifth of their time on the seed preset)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(3, 2), layout="constrained")
+    ax = fig.subplots()
+    ax.semilogy([0, 1], [0.01, 100], marker="o", label="warm")
+    ax.fill_between([0, 1], [0.1, 1], [1, 10], alpha=0.2)
+    ax.errorbar([0.5], [1.0], yerr=[0.5])
+    fig.colorbar(ax.imshow([[1.0, 2.0]], extent=(0, 1, 1, 2)), ax=ax)
+    ax.set(title="t", xlabel="x", ylabel="y")
+    fig.legend(loc="outside right")
+    fig.suptitle("s")
+    _png(fig, 50)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(io.BytesIO(), format="svg")
+
+
+def _render_job(batch: int, i: int) -> bytes:
+    return _render_call(*_JOBS[batch][i])
+
+
+def _render_call(draw, path: Path, dpi: int) -> bytes:
+    # Titles at a fixed height: placing them by the ticks above (there are none) asked each
+    # axis its extent once more per draw, an eighth of the drawing time; the pixels are equal.
+    with matplotlib.rc_context({"axes.titley": 1.0}):
+        fig = draw()
+    return _render(fig, path, dpi)
 
 
 def _render(fig, path: Path, dpi: int) -> bytes:
@@ -417,9 +482,14 @@ def _render(fig, path: Path, dpi: int) -> bytes:
     png = _png(fig, dpi)
     (path.parent / f"{path.name}.png").write_bytes(png)  # a user's model name may hold a dot
     # The layout is solved for the PNG already; solving it again for the SVG would cost a
-    # third of the figure's time and give the same positions.
-    fig.set_layout_engine("none")
-    fig.savefig(path.parent / f"{path.name}.svg", format="svg", dpi=dpi)  # dpi: of the rasterised line art
+    # third of the figure's time and give the same positions. No engine at all, not "none":
+    # savefig draws a figure that has any engine (a placeholder too) twice.
+    with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)
+    # Text as text (not glyph outlines): an eighth faster to write, and searchable and
+    # editable in the SVG; dpi is that of the rasterised line art.
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(path.parent / f"{path.name}.svg", format="svg", dpi=dpi)
     return png
 
 
@@ -437,7 +507,7 @@ def _png(fig, dpi: int) -> bytes:
     image = Image.frombuffer("RGBA", canvas.get_width_height(physical=True), canvas.buffer_rgba())
     buf = io.BytesIO()
     image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
-                                  dither=Image.Dither.NONE).save(buf, format="png", optimize=True)
+                                  dither=Image.Dither.NONE).save(buf, format="png", compress_level=6)
     return buf.getvalue()
 
 
