@@ -338,17 +338,22 @@ def paired_tests(scores: Mapping[str, object], *, alpha: float = 0.05) -> pd.Dat
     """
     series = {c: (v if isinstance(v, pd.Series) else pd.Series(np.asarray(v, dtype=float)))
               for c, v in scores.items()}
+    pairs = list(combinations(series, 2))
     rows = []
-    for a, b in combinations(series, 2):
-        both = pd.concat([series[a], series[b]], axis=1, join="inner").astype(float)
-        both = both[np.isfinite(both).all(axis=1)]
-        d = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy()
-        t = p = np.nan
-        if len(d) >= 2:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1])
-            t, p = float(r.statistic), float(r.pvalue)
-        rows.append((a, b, len(d), d.mean() if len(d) else np.nan, t, p))
+    if pairs:  # every pair at once: one seed x condition matrix, NaN where a seed is missing
+        x = pd.concat(list(series.values()), axis=1, join="outer").astype(float).to_numpy()
+        col = {c: k for k, c in enumerate(series)}
+        i, j = (np.array([col[p[k]] for p in pairs], dtype=int) for k in (0, 1))
+        d = np.where(np.isfinite(x[:, i]) & np.isfinite(x[:, j]), x[:, i] - x[:, j], np.nan)
+        n = np.isfinite(d).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, as wanted
+            mean = np.nanmean(d, axis=0)
+            sd = np.nanstd(d, axis=0, ddof=1)
+            t = np.where(n >= 2, mean / (sd / np.sqrt(n)), np.nan)  # ttest_rel's statistic
+            p = np.where(n >= 2, 2 * stats.t.sf(np.abs(t), np.maximum(n - 1, 1)), np.nan)
+        rows = [(a, b, int(n[k]), mean[k] if n[k] else np.nan, t[k], p[k])
+                for k, (a, b) in enumerate(pairs)]
     out = pd.DataFrame(rows, columns=["a", "b", "n", "mean_diff", "t", "p"])
     out["p_holm"] = holm(out["p"].to_numpy()) if len(out) else []
     out["significant"] = out["p_holm"] < alpha
