@@ -77,9 +77,9 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     except OSError as e:
         raise ActconvError(f"cannot write the report into {dest}: {e.strerror}") from None
 
-    # The figures need only the curve tables: their workers start drawing while this process
-    # judges the claims and answers the questions, whose few figures follow them.
-    # The longest figures, from the stored tables alone, start first.
+    # Figures are drawn in worker processes while this process goes on: first the longest,
+    # which need only the stored tables, then those drawn from the curve tables while the
+    # claims are judged and the questions answered, and last the questions' few figures.
     with _FigureWriter(figdir, dpi, jobs or _cores()) as writer:
         writer.submit(_diagnostics_figures(results, _done_epochs(results)))
         t = _curve_tables(results, spike_k, spike_window, threshold)
@@ -412,6 +412,8 @@ class _FigureWriter:
         self.used, self.batches, self.pools = set(), [], []
 
     def __enter__(self):
+        if self.jobs > 1:
+            _warm_up()
         return self
 
     def __exit__(self, *exc):
