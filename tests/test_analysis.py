@@ -1,6 +1,7 @@
 """Analysis: statistics against hand-computed answers and NumPy/SciPy; the original findings
 (claims a-f) on built tables."""
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -249,6 +250,26 @@ def test_paired_tests_match_ttest_rel_and_align_seeds():
     assert row["n"] == 3 and row["mean_diff"] == pytest.approx(-1.6 / 3)
     assert row["t"] == pytest.approx(ref.statistic) and row["p"] == pytest.approx(ref.pvalue)
     np.testing.assert_allclose(out["p_holm"], an.holm(out["p"].to_numpy()))
+
+
+def test_paired_tests_of_many_pairs_each_equal_ttest_rel_on_its_own_seeds():
+    rng = np.random.default_rng(3)
+    scores = {}
+    for k in range(6):  # gaps, an infinite value and a tie: each pair keeps its common finite seeds
+        v = pd.Series(rng.normal(size=8) + k, index=range(8))
+        scores[f"a{k}"] = v.drop(index=[k]) if k % 2 else v
+    scores["a2"].iloc[3] = np.inf
+    scores["tie"] = scores["a0"] + 1.0  # a constant difference: t infinite, p 0
+    out = an.paired_tests(scores).set_index(["a", "b"])
+    for (a, b), row in out.iterrows():
+        both = pd.concat([scores[a], scores[b]], axis=1, join="inner")
+        both = both[np.isfinite(both).all(axis=1)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns of the tie's zero variance
+            ref = stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1])
+        assert row["n"] == len(both)
+        assert row["t"] == pytest.approx(ref.statistic, rel=1e-9) and row["p"] == pytest.approx(ref.pvalue, abs=1e-12)
+    assert np.isinf(out.loc[("a0", "tie"), "t"]) and out.loc[("a0", "tie"), "p"] == 0
 
 
 def test_paired_comparisons_per_group():
