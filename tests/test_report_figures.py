@@ -89,3 +89,13 @@ def test_figures_keep_the_page_order_though_the_diagnostics_start_first(report_w
     assert sections.index("Final and starting losses") < inside  # as the sections always stood
     heading = page.index("<h2>Inside the networks: per-layer diagnostics</h2>")
     assert page.rindex("-heatmap'>") < heading < page.index("<figure id='fig-logit-floor'>")
+
+
+def test_each_figure_section_is_one_heading(tmp_path):
+    from test_analysis import synth
+    # Two sizes: the loss, accuracy and regression figures of each (model, n) used to
+    # alternate, each run of them under a heading of its own.
+    to_store(synth({"relu": (2.3, 0.3, 1.0), "tanh": (2.3, 0.5, 0.8)}, n_train=(200, 400)), tmp_path, "synthetic")
+    headings = re.findall(r"<h2(?: id='[^']*')?>([^<]+)</h2>", write_report(tmp_path, jobs=1).read_text())
+    assert headings.count("Loss and accuracy per model and training-set size") == 1
+    assert len(headings) == len(set(headings))

@@ -586,8 +586,11 @@ def _html(out_dir, results, t, figures, spike_k, spike_window, threshold) -> str
     parts += _tuning_section(t)
     parts += _learning_section(t)
     parts += _robustness_section(t)
+    first = {}
+    for sec, *_ in figures:
+        first.setdefault(sec, len(first))
     section = None
-    for sec, stem, caption, png in figures:
+    for sec, stem, caption, png in sorted(figures, key=lambda f: first[f[0]]):  # a section once
         if sec != section:
             parts.append(f"<h2>{_e(sec)}</h2>")
             section = sec
