@@ -81,8 +81,9 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     # which need only the stored tables, then those drawn from the curve tables while the
     # claims are judged and the questions answered, and last the questions' few figures.
     with _FigureWriter(figdir, dpi, jobs or _cores()) as writer:
-        writer.submit(_diagnostics_figures(results, _done_epochs(results)))
-        t = _curve_tables(results, spike_k, spike_window, threshold)
+        epochs = _done_epochs(results)
+        writer.submit(_diagnostics_figures(results, epochs))
+        t = _curve_tables(results, epochs, spike_k, spike_window, threshold)
         writer.submit(_figures(results, t))
         t.update(_claim_tables(results, t, thresholds))
         t.update(_questions(everything, results, t, thresholds))
@@ -99,17 +100,17 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
 # -- analysis ------------------------------------------------------------------------------------
 
 def _done_epochs(results) -> pd.DataFrame:
+    """The epoch rows of the runs that finished without diverging."""
     runs = results.runs
     return results.epochs[results.epochs["run_id"].isin(runs.loc[runs["status"] == "done", "run_id"])]
 
 
-def _curve_tables(results, spike_k, spike_window, threshold) -> dict:
+def _curve_tables(results, epochs, spike_k, spike_window, threshold) -> dict:
     """The per-run metrics, curves, fits and spikes: what the figures are drawn from."""
     runs = results.runs
     status = runs.set_index("run_id")["status"] if len(runs) else pd.Series(dtype=str)
     done = status.index[status == "done"]
     finished = status.index[status.isin(["done", "diverged"])]
-    epochs = _done_epochs(results)
     batches = results.batches[results.batches["run_id"].isin(done)]
     # Batch figures also show diverged runs: their explosion is what a reader looks for.
     spiky = results.batches[results.batches["run_id"].isin(finished)]
