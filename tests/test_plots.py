@@ -1,6 +1,7 @@
 """Figures: returned (never written), one style per activation, spikes never flatten the rest."""
 import io
 
+import numpy as np
 import pytest
 from matplotlib.figure import Figure
 from matplotlib.colors import to_rgb
@@ -72,9 +73,26 @@ def test_test_curves_and_bands():
     fig = plots.family_test_curves(r.epochs, list(MLP_GOOD), model="mlp")
     assert len(fig.axes) == 2
     assert len(lines(fig, "data")) == 2 * len(MLP_GOOD)
-    assert len(fig.axes[0].collections) == len(MLP_GOOD)  # one band per activation
+    (bands,) = fig.axes[0].collections  # one collection holds every band of the panel
+    assert len(bands.get_paths()) == len(MLP_GOOD)  # a band per activation
+    ci = an.curve_intervals(r.epochs, ["test_loss"])
+    relu = ci[ci["activation"] == "relu"].sort_values("epoch")
+    order = [a for a in plots.STYLES if a in MLP_GOOD]
+    ys = bands.get_paths()[order.index("relu")].vertices[:2 * len(relu), 1]  # less the closing vertex
+    assert sorted(ys) == pytest.approx(sorted(np.r_[relu["high"], relu["low"]]))
+    assert to_rgb(bands.get_facecolors()[order.index("relu")][:3]) == pytest.approx(
+        to_rgb(plots.style("relu")["color"]))
     assert "accuracy (%)" in fig.axes[1].get_ylabel()
     render(fig)
+
+
+def test_a_band_breaks_where_its_interval_is_missing():
+    x = np.arange(6.0)
+    low = np.array([0, 1, np.nan, 3, 4, 5.0])
+    polygons = plots._band_polygons(x, low, low + 1)
+    assert [p[:, 0].tolist() for p in polygons] == [[0, 1, 1, 0], [3, 4, 5, 5, 4, 3]]
+    assert polygons[1][:, 1].tolist() == [4, 5, 6, 5, 4, 3]  # the top forwards, the bottom back
+    assert plots._band_polygons(x, low * np.nan, low) == []
 
 
 def test_colour_is_the_same_across_figures():

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from matplotlib.collections import PolyCollection
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -398,6 +399,7 @@ def _mean_curves(ax, ci, activations, n_train, column, scale=1):
         return series
     sub = ci[(ci["column"] == column) & (ci["n_train"] == n_train)] if n_train is not None else ci[:0]
     by_activation = dict(list(sub.groupby("activation", sort=False)))  # one pass, not one per activation
+    bands, colours = [], []
     for act in activations:
         c = by_activation.get(act)
         if c is None:
@@ -409,10 +411,29 @@ def _mean_curves(ax, ci, activations, n_train, column, scale=1):
         ax.plot(x, y, color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
                 markersize=3.5, linewidth=1.2, gid="data")
         low, high = c["low"].to_numpy(float) * scale, c["high"].to_numpy(float) * scale
-        if np.isfinite(low).any():
-            ax.fill_between(x, low, high, color=st["color"], alpha=0.15, linewidth=0)
+        for polygon in _band_polygons(x, low, high):
+            bands.append(polygon)
+            colours.append(st["color"])
         series.append((act, x, y))
+    _add_bands(ax, bands, colours)
     return series
+
+
+def _band_polygons(x, low, high) -> list:
+    """The polygons of a band between `low` and `high`, one per stretch where both are finite
+    (as fill_between draws them)."""
+    ok = np.isfinite(x) & np.isfinite(low) & np.isfinite(high)
+    edges = np.flatnonzero(np.diff(np.r_[0, ok.astype(int), 0]))
+    return [np.column_stack([np.r_[x[a:b], x[a:b][::-1]], np.r_[high[a:b], low[a:b][::-1]]])
+            for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _add_bands(ax, polygons, colours, alpha=0.15):
+    """Every band of an axes as one collection, drawn (under the lines) as fill_between's one
+    per band were: those took an eighth of the time spent building the report's figures."""
+    if polygons:
+        ax.add_collection(PolyCollection(polygons, facecolors=colours, alpha=alpha, linewidths=0,
+                                         gid="band"))
 
 
 def _tame_spikes(ax, series):
