@@ -106,6 +106,17 @@ def test_colour_is_the_same_across_figures():
     assert len(lines(f1, "data")) == 2 * len(MLP_GOOD)
 
 
+def test_curves_of_every_size_in_one_figure_a_row_each():
+    r = synth(MLP_GOOD, n_train=(300, 600))
+    for fig in (plots.epoch_loss_curves(r.epochs, model="mlp"),
+                plots.accuracy_curves(r.epochs, model="mlp"),
+                plots.epoch_regression(r.epochs, an.epoch_fits(r.epochs), model="mlp")):
+        assert [ax.get_title().split("n_train = ")[1][:3] for ax in fig.axes] == ["300"] * 2 + ["600"] * 2
+        assert len(lines(fig, "data")) == 4 * len(MLP_GOOD)
+    one = plots.epoch_regression(r.epochs, an.epoch_fits(r.epochs), model="mlp", n_train=600)
+    assert len(one.axes) == 2 and len(lines(one, "fit")) == 2 * len(MLP_GOOD)
+
+
 def test_regression_and_dynamics_and_summaries():
     r = supported_study()
     per_run = an.run_metrics(r.epochs)

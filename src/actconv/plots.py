@@ -149,10 +149,11 @@ def family_test_curves(epochs: pd.DataFrame, activations, *, model: str,
 
 # -- curves per model and n_train ----------------------------------------------------------------
 
-def epoch_loss_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activations=None,
+def epoch_loss_curves(epochs: pd.DataFrame, *, model: str, n_train=None, activations=None,
                       ci: pd.DataFrame | None = None) -> Figure:
-    """Train and test loss against epoch, mean over seeds with a 95% band.
+    """Train and test loss against epoch, mean over seeds with a 95% band, one row per n_train.
 
+    `n_train`: one size or a list of them (default: every size of the model).
     Needs `epochs`: model, activation, n_train, seed, epoch, train_loss, test_loss;
     `ci`: `analysis.curve_intervals` of them when computed already.
     """
@@ -161,10 +162,11 @@ def epoch_loss_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activat
                        1, "loss per epoch", ci)
 
 
-def accuracy_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activations=None,
+def accuracy_curves(epochs: pd.DataFrame, *, model: str, n_train=None, activations=None,
                     ci: pd.DataFrame | None = None) -> Figure:
-    """Train and test accuracy against epoch, mean over seeds with a 95% band.
+    """Train and test accuracy against epoch, mean over seeds with a 95% band, one row per n_train.
 
+    `n_train`: one size or a list of them (default: every size of the model).
     Needs `epochs`: model, activation, n_train, seed, epoch, train_accuracy, test_accuracy;
     `ci`: `analysis.curve_intervals` of them when computed already.
     """
@@ -173,57 +175,75 @@ def accuracy_curves(epochs: pd.DataFrame, *, model: str, n_train: int, activatio
                         ("test_accuracy", "test accuracy (%)")), 100, "accuracy per epoch", ci)
 
 
+def _sizes(e: pd.DataFrame, n_train) -> list:
+    """The n_train rows of a figure: the one or ones asked for, else every size in `e`."""
+    if n_train is None:
+        return sorted(e["n_train"].unique()) or [None]
+    return list(n_train) if np.ndim(n_train) else [n_train]
+
+
 def _two_curves(epochs, model, n_train, activations, columns, scale, what, ci) -> Figure:
-    e = epochs[(epochs["model"] == model) & (epochs["n_train"] == n_train)]
+    e = epochs[epochs["model"] == model]
+    sizes = _sizes(e, n_train)
+    e = e[e["n_train"].isin(sizes)]
     activations = _order(e, activations)
     e = e[e["activation"].isin(activations)]
     ci = _intervals(e, ci, model, [c for c, _ in columns])
-    fig, axes = _figure(1, 2)
-    for ax, (col, label) in zip(axes[0], columns):
-        series = _mean_curves(ax, ci, activations, n_train, col, scale=scale)
-        if scale == 1:
-            _tame_spikes(ax, series)
-        _epoch_axis(ax)
-        ax.set_ylabel(label)
-        ax.set_title(label.split(" (")[0])
+    # One figure, a row per size: a figure per size cost a third more to draw.
+    fig, axes = _figure(len(sizes), 2, height=3.0)
+    for row, n in zip(axes, sizes):
+        for ax, (col, label) in zip(row, columns):
+            series = _mean_curves(ax, ci, activations, n, col, scale=scale)
+            if scale == 1:
+                _tame_spikes(ax, series)
+            _epoch_axis(ax)
+            ax.set_ylabel(label)
+            ax.set_title(f"{label.split(' (')[0]}, n_train = {n}")
     _legend(fig, activations, extra=[_band_handle()])
-    fig.suptitle(f"{model}, n_train = {n_train}: {what} ({_seeds_text(e)})")
+    fig.suptitle(f"{model}: {what} ({_seeds_text(e)})")
     return fig
 
 
-def epoch_regression(epochs: pd.DataFrame, fits: pd.DataFrame, *, model: str, n_train: int,
+def epoch_regression(epochs: pd.DataFrame, fits: pd.DataFrame, *, model: str, n_train=None,
                      activations=None) -> Figure:
-    """Epoch losses (mean over seeds) with their least-squares lines, train and test.
+    """Epoch losses (mean over seeds) with their least-squares lines, train and test, one row
+    per n_train (one size or a list of them; default: every size of the model).
 
     Needs `epochs` (model, activation, n_train, epoch, train_loss, test_loss) and `fits`
     from `analysis.epoch_fits`. All seeds share the epochs, so the line through the mean
     curve is the mean of the per-seed lines: slope and intercept are averaged.
     """
-    e = epochs[(epochs["model"] == model) & (epochs["n_train"] == n_train)]
-    f = fits[(fits["model"] == model) & (fits["n_train"] == n_train)]
+    e = epochs[epochs["model"] == model]
+    sizes = _sizes(e, n_train)
+    e = e[e["n_train"].isin(sizes)]
+    f = fits[(fits["model"] == model) & fits["n_train"].isin(sizes)]
     activations = _order(e, activations)
-    fig, axes = _figure(1, 2)
-    for ax, curve in zip(axes[0], ("train_loss", "test_loss")):
-        series = []
-        for act in activations:
-            pts = e[e["activation"] == act].groupby("epoch")[curve].mean()
-            line = f[(f["activation"] == act) & (f["curve"] == curve)][["slope", "intercept"]].mean()
-            if pts.empty:
-                continue
-            st = style(act)
-            ax.plot(pts.index, pts.to_numpy(), linestyle="none", marker=st["marker"],
-                    color=st["color"], markersize=4, gid="data")
-            if np.isfinite(line["slope"]):
-                xx = np.array([pts.index.min(), pts.index.max()], dtype=float)
-                ax.plot(xx, line["intercept"] + line["slope"] * xx, color=st["color"],
-                        linestyle=st["linestyle"], linewidth=1.5, gid="fit")
-            series.append((act, pts.index.to_numpy(float), pts.to_numpy(float)))
-        _tame_spikes(ax, series)
-        _epoch_axis(ax)
-        ax.set_ylabel(curve.replace("_loss", "") + " " + LOSS_LABEL)
-        ax.set_title(f"{curve.replace('_', ' ')}: least-squares line (slope in nats/epoch)")
+    means = e.groupby(["n_train", "activation", "epoch"])[["train_loss", "test_loss"]].mean()
+    lines = f.groupby(["n_train", "activation", "curve"])[["slope", "intercept"]].mean()
+    have = set(means.index.droplevel("epoch"))
+    fig, axes = _figure(len(sizes), 2, height=3.0)
+    for row, n in zip(axes, sizes):
+        for ax, curve in zip(row, ("train_loss", "test_loss")):
+            series = []
+            for act in activations:
+                if (n, act) not in have:
+                    continue
+                pts = means.loc[(n, act), curve]
+                st = style(act)
+                ax.plot(pts.index, pts.to_numpy(), linestyle="none", marker=st["marker"],
+                        color=st["color"], markersize=4, gid="data")
+                line = lines.loc[(n, act, curve)] if (n, act, curve) in lines.index else None
+                if line is not None and np.isfinite(line["slope"]):
+                    xx = np.array([pts.index.min(), pts.index.max()], dtype=float)
+                    ax.plot(xx, line["intercept"] + line["slope"] * xx, color=st["color"],
+                            linestyle=st["linestyle"], linewidth=1.5, gid="fit")
+                series.append((act, pts.index.to_numpy(float), pts.to_numpy(float)))
+            _tame_spikes(ax, series)
+            _epoch_axis(ax)
+            ax.set_ylabel(curve.replace("_loss", "") + " " + LOSS_LABEL)
+            ax.set_title(f"{curve.replace('_', ' ')}, n_train = {n}")
     _legend(fig, activations)
-    fig.suptitle(f"{model}, n_train = {n_train}: regression lines over epoch losses "
+    fig.suptitle(f"{model}: epoch losses and their least-squares lines, slopes in nats/epoch "
                  f"({_seeds_text(e, band=False)})")
     return fig
 

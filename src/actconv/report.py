@@ -276,17 +276,16 @@ def _figures(results, t) -> list:
                                  partial(plots.family_test_curves, e, present, model=model, ci=ci)))
     for model in models:
         e = epochs[epochs["model"] == model]
-        for n in sorted(e["n_train"].unique()):
-            out.append(FigureJob("Loss and accuracy per model and training-set size", f"{model}-{n}-loss",
-                                 f"{model}, {n} images: train and test loss per epoch.",
-                                 partial(plots.epoch_loss_curves, e, model=model, n_train=n, ci=ci)))
-            out.append(FigureJob("Loss and accuracy per model and training-set size", f"{model}-{n}-accuracy",
-                                 f"{model}, {n} images: train and test accuracy per epoch.",
-                                 partial(plots.accuracy_curves, e, model=model, n_train=n, ci=ci)))
-            out.append(FigureJob("Regression lines over the epoch losses", f"{model}-{n}-regression",
-                                 f"{model}, {n} images: epoch losses and their least-squares lines "
-                                 f"(slopes in the fits table).",
-                                 partial(plots.epoch_regression, e, t["fits"], model=model, n_train=n)))
+        out.append(FigureJob("Loss and accuracy per model and training-set size", f"{model}-loss",
+                             f"{model}: train and test loss per epoch, one row per training-set size.",
+                             partial(plots.epoch_loss_curves, e, model=model, ci=ci)))
+        out.append(FigureJob("Loss and accuracy per model and training-set size", f"{model}-accuracy",
+                             f"{model}: train and test accuracy per epoch, one row per training-set size.",
+                             partial(plots.accuracy_curves, e, model=model, ci=ci)))
+        out.append(FigureJob("Regression lines over the epoch losses", f"{model}-regression",
+                             f"{model}: epoch losses and their least-squares lines, one row per "
+                             f"training-set size (slopes in the fits table).",
+                             partial(plots.epoch_regression, e, t["fits"], model=model)))
     if len(batches):
         for model in sorted(batches["model"].unique()):
             n, seed, note = _dynamics_run(batches, t["spikes"], model)
