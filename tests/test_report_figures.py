@@ -3,8 +3,12 @@ import base64
 import io
 import re
 
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
+from actconv import plots, report
 from actconv.report import write_report
 from test_report import EVIL, small_study, to_store
 
@@ -41,6 +45,44 @@ def test_embedded_figures_are_palette_pngs_and_the_page_is_light(report_written)
     size = Image.open(io.BytesIO(figs["mlp_original-relu_family-batch"][0])).size
     assert size == (680, 410)  # one panel (4.2 + 2.6) x (3.4 + 0.7) in at dpi 100: as sharp as before
     assert index.stat().st_size < LIGHT_PAGE_BYTES
+
+
+def _drawn_and_palette(fig):
+    """The figure's full-colour pixels and those of its palette PNG."""
+    png = report._png(fig, 100)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    full = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+    return full, np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_line_art_palette_keeps_the_white_background_the_grid_and_the_bands():
+    fig, axes = plots._figure(1, 2)
+    x = np.arange(11.0)
+    for ax in axes.flat:
+        for i, act in enumerate(list(plots.STYLES)[:21]):
+            st = plots.style(act)
+            ax.plot(x, 0.1 * x + i, color=st["color"], marker=st["marker"])
+            ax.fill_between(x, i - 0.3, i + 0.3, color=st["color"], alpha=0.15)
+    full, palette = _drawn_and_palette(fig)
+    assert (palette[0, 0] == 255).all()  # the octree's background bucket averages to off-white
+    assert np.abs(full - palette).mean() < 3
+    visible = np.abs(full - 255).max(axis=2) > 8
+    assert (palette[visible] != 255).any(axis=1).mean() > 0.95  # no faint band turns white
+    fig, axes = plots._figure(1, 1)
+    axes[0, 0].plot([0, 1], [0, 1])
+    full, palette = _drawn_and_palette(fig)
+    grid = (full.max(axis=2) == full.min(axis=2)) & (full[..., 0] > 200) & (full[..., 0] < 235)
+    assert grid.sum() > 1000 and (palette[grid] != 255).any(axis=1).mean() > 0.95
+
+
+def test_a_colour_bar_keeps_its_gradient():
+    fig = Figure(layout="constrained")
+    ax = fig.subplots()
+    fig.colorbar(ax.imshow(np.linspace(0, 1, 400).reshape(20, 20)), ax=ax)
+    _, palette = _drawn_and_palette(fig)
+    # Median cut: 254 colours here; the octree would band it into 89.
+    assert len(np.unique(palette.reshape(-1, 3), axis=0)) > 200
 
 
 def test_batch_loss_lines_are_rasterised_in_the_svg(report_written):

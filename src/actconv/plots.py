@@ -382,7 +382,7 @@ def _figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.4):
     fig = Figure(figsize=(width * ncols + 2.6, height * nrows + 0.7), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
-        ax.grid(True, linewidth=0.3, alpha=0.5)
+        ax.grid(True, color="0.8", linewidth=0.5)
     return fig, axes
 
 
@@ -578,7 +578,7 @@ def activation_gallery(activations=None, lo: float = -5.0, hi: float = 5.0) -> F
         ax.plot(x, t["derivative"], color="black", linestyle="--", linewidth=1.0)
         ax.set_title(f"{name}  (max f′ {t['derivative'].abs().max():.2g})", fontsize=9)
         ax.set_xlim(lo, hi)
-        ax.grid(True, linewidth=0.3, alpha=0.5)
+        ax.grid(True, color="0.8", linewidth=0.5)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.remove()

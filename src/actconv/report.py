@@ -504,19 +504,35 @@ def _render(fig, path: Path, dpi: int) -> bytes:
 def _png(fig, dpi: int) -> bytes:
     """The figure as a PNG of at most 256 colours: a quarter of the bytes of a full-colour one.
 
-    Line art has few colours, so a palette loses nothing visible; median cut (not the faster
-    octree) keeps the faint grid lines. Drawn once straight into a palette PNG.
+    Line art has few colours, so a palette loses nothing visible. It is cut by the fast octree
+    (a twelfth of median cut's time, which was a tenth of a figure's) with the background's
+    bucket set back to the background's colour, which the bucket's average had tinted. Figures
+    holding an image or a colour bar (smooth gradients) keep median cut: the octree bands them.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
     fig.set_dpi(dpi)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
-    image = Image.frombuffer("RGBA", canvas.get_width_height(physical=True), canvas.buffer_rgba())
+    image = Image.frombuffer("RGBA", canvas.get_width_height(physical=True),
+                             canvas.buffer_rgba()).convert("RGB")
+    if _gradients(fig):
+        image = image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    else:
+        background = image.getpixel((0, 0))
+        image = image.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        palette, k = image.getpalette(), image.getpixel((0, 0))
+        palette[3 * k:3 * k + 3] = background
+        image.putpalette(palette)
     buf = io.BytesIO()
-    image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
-                                  dither=Image.Dither.NONE).save(buf, format="png", compress_level=6)
+    image.save(buf, format="png", compress_level=6)
     return buf.getvalue()
+
+
+def _gradients(fig) -> bool:
+    """Whether `fig` holds an image or a colour mesh (a heat map, a colour bar)."""
+    from matplotlib.collections import QuadMesh
+    return any(ax.images or any(isinstance(c, QuadMesh) for c in ax.collections) for ax in fig.axes)
 
 
 def _slug(text: str, used: set) -> str:
