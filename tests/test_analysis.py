@@ -172,6 +172,45 @@ def test_epoch_fits_match_linregress():
         assert got["slope"] == pytest.approx(np.polyfit(e["epoch"], e[curve], 1)[0])
 
 
+def test_epoch_fits_of_many_runs_equal_linregress_run_by_run():
+    rng = np.random.default_rng(3)
+    rows = []
+    for k in range(40):
+        n_epochs = [1, 2, 3, 11][k % 4]
+        loss = 2.0 - 0.1 * np.arange(n_epochs) + rng.normal(0, 0.05, n_epochs)
+        if k % 5 == 0 and n_epochs > 3:
+            loss[rng.integers(n_epochs)] = np.nan  # a gap
+        if k % 7 == 0:
+            loss[:] = 2.302585  # a flat curve: no r2, no standard error
+        rows += [dict(run_id=f"r{k:02d}", model="mlp", activation="relu", seed=k, n_train=600, epoch=ep,
+                      train_loss=v, test_loss=v + 0.1) for ep, v in enumerate(loss)]
+    e = pd.DataFrame(rows).sample(frac=1, random_state=0)  # any row order
+    fits = an.epoch_fits(e)
+    assert list(zip(fits["run_id"], fits["curve"])) == [(f"r{k:02d}", c) for k in range(40)
+                                                        for c in ("train_loss", "test_loss")]
+    for (rid, curve), got in fits.set_index(["run_id", "curve"]).iterrows():
+        g = e[e["run_id"] == rid].sort_values("epoch")
+        ok = g[curve].notna()
+        x, y = g["epoch"][ok].to_numpy(float), g[curve][ok].to_numpy(float)
+        assert got["n_points"] == len(x)
+        if len(x) < 2:
+            assert np.isnan(got[["slope", "intercept", "r2", "stderr"]].to_numpy(float)).all()
+            continue
+        if np.ptp(y) == 0:  # linregress's r for a flat line is rounding noise (or NaN)
+            assert got["slope"] == 0 and np.isnan(got["r2"]) and np.isnan(got["stderr"])
+            continue
+        ref = stats.linregress(x, y)
+        assert got["slope"] == pytest.approx(ref.slope, abs=1e-12)
+        assert got["intercept"] == pytest.approx(ref.intercept, abs=1e-12)
+        assert got["r2"] == pytest.approx(ref.rvalue ** 2, abs=1e-12)
+        if len(x) >= 3:
+            t = stats.t.ppf(0.975, len(x) - 2)
+            assert got["stderr"] == pytest.approx(ref.stderr, abs=1e-12)
+            assert got["slope_low"] == pytest.approx(ref.slope - t * ref.stderr, abs=1e-12)
+        else:
+            assert np.isnan(got["stderr"])
+
+
 def test_epoch_fits_two_points_have_no_interval():
     fits = an.epoch_fits(one_run_epochs(), first_epoch=1).set_index("curve")
     assert fits.loc["train_loss", "slope"] == pytest.approx(-0.5)
