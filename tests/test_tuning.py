@@ -48,6 +48,15 @@ def test_labels_name_only_the_settings_that_vary():
     assert sorted(labels) == ["mlp lr=0.1", "mlp lr=0.3", "tinyvgg"]
 
 
+def test_a_missing_value_or_another_list_is_a_setting_that_varies():
+    s = pd.DataFrame(dict(model="mlp", activation=["relu"] * 4 + ["tanh"], n_train=600,
+                          lr=[0.1, np.nan, 0.1, 0.1, 0.1], hidden=[[64, 64], [64, 64], [32], [64, 64], [8]],
+                          optimizer=["sgd", None, "sgd", "sgd", "sgd"], batch_size=[64, 64, 64, 64, 32]))
+    # batch_size differs only between activations, never within one activation and size
+    assert conditions.varying(s) == {"mlp": ["hidden", "lr", "optimizer"]}
+    assert conditions.varying(s, exclude=("lr",)) == {"mlp": ["hidden", "optimizer"]}
+
+
 def test_selection_follows_validation_not_test():
     runs, epochs = _grid()
     per_run = tuning.final_metrics(runs, epochs)

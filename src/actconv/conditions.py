@@ -49,10 +49,10 @@ def varying(s: pd.DataFrame, exclude=()) -> dict[str, list[str]]:
     skip = set(OWN_COLUMNS) | set(SIBLING_FIELDS) | set(exclude)
     out = {}
     for model, g in s.groupby("model", sort=True):
-        cols = [c for c in g.columns if c not in skip
-                and (g.groupby(["activation", "n_train"])[c]
-                     .agg(lambda v: v.astype(str).nunique(dropna=False)) > 1).any()]
-        out[model] = sorted(cols)
+        cand = [c for c in g.columns if c not in skip]
+        # Every column at once, as text (a list setting and a missing one compare as text).
+        distinct = g[cand].astype(str).groupby([g["activation"], g["n_train"]]).nunique(dropna=False)
+        out[model] = sorted(c for c in cand if (distinct[c] > 1).any())
     return out
 
 
