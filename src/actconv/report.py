@@ -430,8 +430,8 @@ class _FigureWriter:
         jobs = [(f.draw, self.figdir / stem, self.dpi) for f, stem in zip(figures, stems)]
         pending = {}
         # The loaded tables are long-lived: out of the collector's sight, its passes while
-        # figures are built no longer walk them, and a forked worker's passes no longer
-        # touch (and so copy) the parent's pages. A tenth of the drawing time.
+        # figures are built no longer walk them (a fifth of building the figures), and a
+        # forked worker's passes no longer touch (and so copy) the parent's pages.
         gc.freeze()
         if min(self.jobs, len(jobs)) > 1 and "fork" in multiprocessing.get_all_start_methods():
             batch = len(self.batches)
