@@ -189,7 +189,7 @@ def _two_curves(epochs, model, n_train, activations, columns, scale, what, ci) -
     activations = _order(e, activations)
     e = e[e["activation"].isin(activations)]
     ci = _intervals(e, ci, model, [c for c, _ in columns])
-    # One figure, a row per size: a figure per size cost a third more to draw.
+    # One figure, a row per size: a figure per size cost 40% more to draw (1.02 s against 0.73 s).
     fig, axes = _figure(len(sizes), 2, height=3.0)
     for row, n in zip(axes, sizes):
         for ax, (col, label) in zip(row, columns):
