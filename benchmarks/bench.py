@@ -30,11 +30,11 @@ import op_profile  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from actconv import activations as acts  # noqa: E402
+from actconv.study import activations as acts  # noqa: E402
 from actconv import run_study  # noqa: E402
 from actconv.cli import build_parser, study_from_args  # noqa: E402
-from actconv.config import ModelSpec, RunSpec  # noqa: E402
-from actconv.store import load_results  # noqa: E402
+from actconv.study.config import ModelSpec, RunSpec  # noqa: E402
+from actconv.run.store import load_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_ENV = "ACTCONV_REFERENCE"
@@ -232,10 +232,10 @@ def side_by_side(grids, reference: Path, jobs: int, tmp: Path) -> list[dict]:
 # -- (2) which engine is faster, per model kind: what --engine auto picks -----------------------
 def engine_choice(tiny: bool) -> list[dict]:
     """CPU time of one unit trained by each engine, one thread, in this process (best of 2)."""
-    from actconv import data as datasets
-    from actconv.config import resolve_engine
-    from actconv.ensemble import train_ensemble
-    from actconv.train import train_run
+    from actconv.study import data as datasets
+    from actconv.study.config import resolve_engine
+    from actconv.train.ensemble import train_ensemble
+    from actconv.train.loop import train_run
     torch.set_num_threads(1)
     data = datasets.load("mnist-5k")
     cases = [("mlp", ModelSpec("mlp", 16 if tiny else 64, activate_logits=True), 8, 64 if tiny else 1200,
@@ -283,8 +283,8 @@ def flop_utilisation(cases, repeats: int) -> list[dict]:
     from torch.utils.flop_counter import FlopCounterMode
 
     import torch.nn.functional as F
-    from actconv import data as datasets
-    from actconv.train import make_optimizer, prepare
+    from actconv.study import data as datasets
+    from actconv.train.loop import make_optimizer, prepare
     data = datasets.load("mnist-5k")
     a = torch.randn(2048, 2048)
     rows = []
@@ -500,8 +500,8 @@ def main(argv=None) -> int:
             flags = ["--preset", "smoke"] if args.tiny else ["--preset", "seed"]
             if args.seed_epochs and not args.tiny:
                 flags += ["--epochs", str(args.seed_epochs)]
-            floors = {"torch": "torch", "a driver": "actconv.cli, actconv.executors, actconv.store",
-                      "a worker": "actconv.worker"}
+            floors = {"torch": "torch", "a driver": "actconv.cli, actconv.run.queue, actconv.run.store",
+                      "a worker": "actconv.run.worker"}
             report["memory_floor"] = {name: dict(zip(("rss_mb", "private_mb"), import_floor(modules)))
                                       for name, modules in floors.items()}
             report["seed_preset"] = []

@@ -12,9 +12,9 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # before torch: the profiler's s
 from torch.profiler import ProfilerActivity, profile
 
 from actconv.cli import build_parser, study_from_args
-from actconv.execution import DataArgs
-from actconv.seeding import set_threads
-from actconv.train import train_run
+from actconv.run.execution import DataArgs
+from actconv.train.seeding import set_threads
+from actconv.train.loop import train_run
 
 # Operator families, for the roll-up: what a faster kernel for each would be worth.
 FAMILIES = {"convolution": ("conv",), "pooling": ("pool",), "linear": ("addmm", "mm", "linear"),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from actconv import data as datasets
+from actconv.study import data as datasets
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actconv.store import load_results
+from actconv.run.store import load_results
 
 BIN = Path(sys.executable).parent
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -102,7 +102,8 @@ def kill_study(cycles: int) -> tuple[str, int]:
 
 def clean_store(folder: Path, study_text: str) -> Path:
     """The study run once on the local executor, without interruption: what every interrupted store must equal."""
-    from actconv import config, run_study
+    from actconv import run_study
+    from actconv.study import config
     (folder / "s.toml").write_text(study_text)
     run_study(config.load_study(folder / "s.toml"), folder / "out", progress=False)
     return folder / "out"

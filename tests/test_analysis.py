@@ -9,9 +9,9 @@ import pytest
 from scipy import stats
 
 from actconv import analysis as an, claims
-from actconv.activations import logit_loss_floor
+from actconv.study.activations import logit_loss_floor
 from actconv.claims import original
-from actconv.store import Results
+from actconv.run.store import Results
 
 
 # -- synthetic studies (also imported by test_plots and test_report) --------------------

@@ -12,12 +12,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import actconv
-from actconv import claims, config, diagnostics as D, recorder as R
+from actconv import claims
+from actconv.study import config
+from actconv.analysis import diagnostics as D
+from actconv.study import metrics as M
+from actconv.train import recorder as R
 from actconv.cli import build_parser, study_from_args
-from actconv.config import ModelSpec, RunSpec
-from actconv.seeding import generator
-from actconv.store import Results
-from actconv.train import prepare, train_run
+from actconv.study.config import ModelSpec, RunSpec
+from actconv.study.streams import generator
+from actconv.run.store import Results
+from actconv.train.loop import prepare, train_run
 
 COLS = ["epoch", "step", "layer", "metric", "value"]
 
@@ -53,7 +57,7 @@ def test_saturation_on_hand_built_sigmoid_layer():
     assert v["layer1", "act_std"] == pytest.approx(out.std(unbiased=False).item(), rel=1e-5)
     assert v["layer1", "unit_mean_median"] == pytest.approx(0.5, rel=1e-6)
     assert v["layer1", "weight_norm"] == pytest.approx(math.sqrt(2))
-    hist = v["layer1"][[m for m in R.HIST_METRICS]]
+    hist = v["layer1"][[m for m in M.HIST_METRICS]]
     assert hist.sum() == pytest.approx(1.0)
     assert hist.iloc[0] == pytest.approx(1 / 12)  # -10
     assert hist.iloc[-1] == pytest.approx(2 / 12)  # 10 and 20
@@ -72,10 +76,10 @@ def test_prelu_max_derivative_follows_its_learned_slope():
     act = nn.PReLU()
     with torch.no_grad():
         act.weight.fill_(2.0)
-    assert R.max_derivative(act) == pytest.approx(2.0)
-    assert R.max_derivative(nn.Sigmoid()) == pytest.approx(0.25)
+    assert M.max_derivative(act) == pytest.approx(2.0)
+    assert M.max_derivative(nn.Sigmoid()) == pytest.approx(0.25)
     # SELU: the supremum 1.0507 x 1.6733 is approached at 0 from below; the grid is 0.005 away
-    assert R.max_derivative(nn.SELU()) == pytest.approx(1.0507 * 1.67326, rel=1e-2)
+    assert M.max_derivative(nn.SELU()) == pytest.approx(1.0507 * 1.67326, rel=1e-2)
 
 
 def test_gradient_norms_match_autograd_on_a_tiny_network(mnist5k):
@@ -94,7 +98,7 @@ def test_gradient_norms_match_autograd_on_a_tiny_network(mnist5k):
     assert list(first.index) == ["layer1", "layer2", "output"]
     assert first.to_numpy() == pytest.approx(expect, rel=1e-5)
     ratio = d[(d["metric"] == "grad_ratio") & (d["step"] == 1)]
-    assert ratio["layer"].tolist() == [R.RATIO]
+    assert ratio["layer"].tolist() == [M.RATIO]
     assert ratio["value"].iloc[0] == pytest.approx(expect[0] / expect[-1], rel=1e-5)
 
 
@@ -106,7 +110,7 @@ def test_rows_cover_every_epoch_and_every_kth_step(mnist5k):
     steps = sorted(d.loc[d["metric"] == "grad_norm", "step"].unique())
     assert steps == [1, 4, 7]
     assert set(d.loc[d["metric"] == "grad_norm", "epoch"]) == {1, 2}
-    assert set(d["metric"]) == set(R.LAYER_METRICS + R.HIST_METRICS + ["weight_norm", "grad_norm",
+    assert set(d["metric"]) == set(M.LAYER_METRICS + M.HIST_METRICS + ["weight_norm", "grad_norm",
                                                                        "grad_ratio"])
     assert train_run(replace(r.spec, diagnostics=False), mnist5k).diagnostics == []
 
@@ -280,7 +284,7 @@ def test_measured_saturation_supports_the_mechanism_and_its_absence_does_not():
             s = sat if rid.startswith("s") else 0.0
             rows += diag_rows(rid, {(e, "layer1", metric): v for e in (0, 1)
                                     for metric, v in (("saturated", s), ("act_mean", 0.5))})
-            rows += [dict(run_id=rid, epoch=1, step=1, layer=D.RATIO, metric="grad_ratio", value=1.0)]
+            rows += [dict(run_id=rid, epoch=1, step=1, layer=M.RATIO, metric="grad_ratio", value=1.0)]
         return rows
     f = m(mechanisms(results_for(FLAT, probe(0.6))), "m1")
     assert f["verdict"] == "supported" and "60.0%" in f["evidence"]
@@ -339,7 +343,7 @@ def test_diagnostics_figures_draw_every_activation_and_layer(tiny_study):
     _, res = tiny_study
     d, runs = res.diagnostics, res.runs
     gallery = plots.activation_gallery()
-    assert len(gallery.axes) == len(actconv.activations.ACTIVATIONS)
+    assert len(gallery.axes) == len(actconv.study.activations.ACTIVATIONS)
     assert drawn(gallery) == len(gallery.axes)
     stats = plots.layer_activation_stats(d, runs, model="mlp")
     assert len(stats.axes) == 3  # one panel per activation, one line per hidden layer

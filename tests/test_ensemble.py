@@ -6,14 +6,14 @@ import pytest
 from torch import nn
 
 import actconv
-from actconv import config
-from actconv import data as datasets
+from actconv.study import config
+from actconv.study import data as datasets
 from actconv.cli import build_parser, study_from_args
-from actconv.config import ModelSpec, RunSpec
-from actconv.ensemble import Stack, train_ensemble
+from actconv.study.config import ModelSpec, RunSpec
+from actconv.train.ensemble import Stack, train_ensemble
 from actconv.errors import ConfigError
-from actconv.store import load_results
-from actconv.train import train_run
+from actconv.run.store import load_results
+from actconv.train.loop import train_run
 
 MLP = ModelSpec("mlp", hidden_units=16, activate_logits=True)
 VGG = ModelSpec("tinyvgg", hidden_units=4)

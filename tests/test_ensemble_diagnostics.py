@@ -6,11 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from actconv import data as datasets
-from actconv.config import ModelSpec, RunSpec
-from actconv.ensemble import train_ensemble
-from actconv.recorder import HIST_METRICS
-from actconv.train import train_run
+from actconv.study import data as datasets
+from actconv.study.config import ModelSpec, RunSpec
+from actconv.train.ensemble import train_ensemble
+from actconv.study.metrics import HIST_METRICS
+from actconv.train.loop import train_run
 
 # Largest differences measured against the loop (2 epochs, 3 seeds, the cases below): 4e-7
 # for the probe's means and deviations, 7e-7 for weight norms, 2.4e-6 for gradient norms and

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from actconv import cli, load_results
-from actconv.config import ModelSpec, RunSpec
-from actconv.export import export, path_names, run_configs, run_names
-from actconv.store import Results, Store
-from actconv.train import RunResult
+from actconv.study.config import ModelSpec, RunSpec
+from actconv.report.exports import export, path_names, run_configs, run_names
+from actconv.run.store import Results, Store
+from actconv.train.result import RunResult
 from test_report import small_study, to_store
 
 # The synthetic study: 9 runs, of which 1 failed, 1 diverged (its last batch loss inf), 1 pending.

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import actconv
-from actconv import config
+from actconv.study import config
 from actconv.cli import main
-from actconv.store import Store, load_results, owner_alive, owner_id
-from actconv.verify import verify_runs
+from actconv.run.store import Store, load_results, owner_alive, owner_id
+from actconv.run.verify import verify_runs
 from faultkit import assert_same_study, clean_store, kill_cycles, kill_study
 
 # The loop engine trains one run per unit, so a fault hits one run (an ensemble unit fails whole, then
@@ -168,7 +168,7 @@ def test_ray_executor_errors_are_one_clear_line(tmp_path, monkeypatch, capsys):
 
 
 def test_a_store_that_cannot_be_written_is_one_line_and_gives_its_claims_back(tmp_path, monkeypatch, capsys):
-    from actconv.store import Store as RealStore
+    from actconv.run.store import Store as RealStore
 
     def full_disk(self, result):
         raise sqlite3.OperationalError("database or disk is full")
@@ -184,7 +184,7 @@ def test_a_store_that_cannot_be_written_is_one_line_and_gives_its_claims_back(tm
 
 OPEN_AT = """
 import sys, time
-from actconv.store import Store
+from actconv.run.store import Store
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 with Store(sys.argv[1]):
     pass

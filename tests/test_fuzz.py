@@ -14,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actconv import config, executors
+from actconv.study import config
+from actconv.run import queue as executors
 from actconv.cli import main
 from actconv.errors import ConfigError
-from actconv.train import RunResult
+from actconv.train.result import RunResult
 
 WORDS = ["relu", "selu", "sigmoid", "common_activations", "relu_family", "mlp", "mlp_original", "tinyvgg",
          "m", "sgd", "adam", "mnist-5k", "mnist", "cifar", "cpu", "cuda", "auto", "loop", "ensemble",

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actconv import learning
+from actconv.analysis import learning
 
 SIZES = np.array([100, 200, 400, 800, 1600, 3200])
 

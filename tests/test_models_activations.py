@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from actconv import activations as acts
+from actconv.study import activations as acts
 from actconv.errors import ConfigError
-from actconv.models import build_model, count_parameters
+from actconv.study.models import build_model, count_parameters
 
 
 def test_original_mlp_shape_and_parameters():
@@ -77,7 +77,9 @@ def test_uniform_fan_in_bound():
 
 def test_config_names_the_registries_it_validates_against():
     # config keeps the names so that a driver validates a study without importing torch
-    from actconv import config, data, models
+    from actconv.study import config
+    from actconv.study import data
+    from actconv.study import models
     assert config.MODELS == list(models.MODELS)
     assert config.DATASETS == list(data.DATASETS)
     assert all(build_model("mlp", "relu", init=i) is not None for i in config.INITS)

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 import actconv
-from actconv import claims, config
-from actconv.store import Results
+from actconv import claims
+from actconv.study import config
+from actconv.run.store import Results
 
 PAPERS = ["gelu-paper", "elu-paper", "glorot-sigmoid", "snn-paper"]
 

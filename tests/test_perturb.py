@@ -1,9 +1,9 @@
 """A one-bit perturbation changes exactly one weight by exactly one ulp."""
 import torch
 
-from actconv import perturb
-from actconv.models import build_model
-from actconv.seeding import derived_seed
+from actconv.train import perturb
+from actconv.study.models import build_model
+from actconv.study.streams import derived_seed
 
 
 def _model(seed=0):
@@ -38,7 +38,7 @@ def test_stream_zero_keeps_the_original_seed():
 
 
 def _study(**kw):
-    from actconv import config
+    from actconv.study import config
     return config.study_from_dict({"name": "p", "epochs": 1, "models": {"m": {"kind": "mlp", "hidden_units": 8}},
                                    "activations": ["relu"], "seeds": [1, 2], "n_train": [64], **kw})
 

@@ -6,9 +6,10 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.colors import to_rgb
 
-from actconv import activations as acts
+from actconv.study import activations as acts
 from actconv import analysis as an
 from actconv import plots
+from actconv.report.figures.common import _band_polygons
 from test_analysis import MLP_GOOD, VGG_GOOD, synth, supported_study
 
 
@@ -89,10 +90,10 @@ def test_test_curves_and_bands():
 def test_a_band_breaks_where_its_interval_is_missing():
     x = np.arange(6.0)
     low = np.array([0, 1, np.nan, 3, 4, 5.0])
-    polygons = plots._band_polygons(x, low, low + 1)
+    polygons = _band_polygons(x, low, low + 1)
     assert [p[:, 0].tolist() for p in polygons] == [[0, 1, 1, 0], [3, 4, 5, 5, 4, 3]]
     assert polygons[1][:, 1].tolist() == [4, 5, 6, 5, 4, 3]  # the top forwards, the bottom back
-    assert plots._band_polygons(x, low * np.nan, low) == []
+    assert _band_polygons(x, low * np.nan, low) == []
 
 
 def test_colour_is_the_same_across_figures():

@@ -15,9 +15,10 @@ else:
     ray = pytest.importorskip("ray")
 
 import actconv  # noqa: E402
-from actconv import config, ray_executor  # noqa: E402
+from actconv.study import config
+from actconv.run import ray_tasks as ray_executor  # noqa: E402
 from actconv.cli import main  # noqa: E402
-from actconv.store import load_results  # noqa: E402
+from actconv.run.store import load_results  # noqa: E402
 from faultkit import (LOOPBACK_ENV, add_ray_node, assert_same_study, clean_store, kill_cycles,  # noqa: E402
                       kill_session, kill_study, session_commands, start_ray_head)
 
@@ -69,7 +70,7 @@ def test_ray_results_are_bitwise_those_of_the_local_executor(connected, tmp_path
 
 def test_each_worker_fetches_the_data_once(connected, tmp_path):
     def probe():
-        from actconv import ray_executor
+        from actconv.run import ray_tasks as ray_executor
         time.sleep(0.2)  # keep the worker busy, so the probes spread over every worker
         return os.getpid(), ray_executor._FETCHES
 

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from actconv import cli, load_results
-from actconv.config import ModelSpec, RunSpec
+from actconv.study.config import ModelSpec, RunSpec
 from actconv.errors import ActconvError
 from actconv.report import export, write_report
-from actconv.store import Store
-from actconv.train import RunResult
+from actconv.run.store import Store
+from actconv.train.result import RunResult
 from test_analysis import synth
 
 EVIL = "<script>alert('x')</script>&study"
@@ -175,7 +175,8 @@ def test_cli_errors_are_one_line_exit_2(report_dir, tmp_path, capsys, argv, mess
 def test_a_model_run_under_two_engines_is_reported_once_per_engine(tmp_path):
     # engines round differently: the same seed under both is not two seeds of one configuration
     import actconv
-    from actconv import conditions, config
+    from actconv.analysis import conditions
+    from actconv.study import config
     grid = {"name": "both", "models": {"m": {"kind": "mlp", "hidden_units": 8}}, "activations": ["relu"],
             "seeds": [1, 2], "n_train": [64], "epochs": 1}
     for engine in ("loop", "ensemble"):
@@ -193,7 +194,7 @@ def test_a_model_run_under_two_engines_is_reported_once_per_engine(tmp_path):
 def test_runs_that_differ_in_lr_are_never_pooled_as_seeds(tmp_path):
     # the bug this replaces: two [[grid]] blocks at lr 0.1 and 0.001 gave n_seeds 4, one mean
     import actconv
-    from actconv import config
+    from actconv.study import config
     study = config.study_from_dict({
         "name": "two-lrs", "epochs": 1, "models": {"m": {"kind": "mlp", "hidden_units": 8}},
         "grid": [{"models": ["m"], "activations": ["relu"], "seeds": [1, 2], "n_train": [64], "lr": 0.1},

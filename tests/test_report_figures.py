@@ -8,7 +8,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from actconv import plots, report
+from actconv import plots
+from actconv.report.figures.common import _figure
+from actconv.report.render import render_figure, to_png
 from actconv.report import write_report
 from test_report import EVIL, small_study, to_store
 
@@ -49,7 +51,7 @@ def test_embedded_figures_are_palette_pngs_and_the_page_is_light(report_written)
 
 def _drawn_and_palette(fig):
     """The figure's full-colour pixels and those of its palette PNG."""
-    png = report._png(fig, 100)
+    png = to_png(fig, 100)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     full = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
@@ -57,7 +59,7 @@ def _drawn_and_palette(fig):
 
 
 def test_line_art_palette_keeps_the_white_background_the_grid_and_the_bands():
-    fig, axes = plots._figure(1, 2)
+    fig, axes = _figure(1, 2)
     x = np.arange(11.0)
     for ax in axes.flat:
         for i, act in enumerate(list(plots.STYLES)[:21]):
@@ -69,7 +71,7 @@ def test_line_art_palette_keeps_the_white_background_the_grid_and_the_bands():
     assert np.abs(full - palette).mean() < 3
     visible = np.abs(full - 255).max(axis=2) > 8
     assert (palette[visible] != 255).any(axis=1).mean() > 0.95  # no faint band turns white
-    fig, axes = plots._figure(1, 1)
+    fig, axes = _figure(1, 1)
     axes[0, 0].plot([0, 1], [0, 1])
     full, palette = _drawn_and_palette(fig)
     grid = (full.max(axis=2) == full.min(axis=2)) & (full[..., 0] > 200) & (full[..., 0] < 235)
@@ -110,13 +112,12 @@ def test_figures_drawn_in_workers_equal_those_drawn_in_one_process(tmp_path):
 def test_svg_text_is_text_and_each_format_is_one_draw(tmp_path):
     from matplotlib.figure import Figure
 
-    from actconv.report import _render
     fig = Figure(figsize=(3, 2), layout="constrained")
     fig.subplots().set_title("a searchable title")
     calls = []
     draw = fig.draw
     fig.draw = lambda renderer: (calls.append(1), draw(renderer))[1]
-    _render(fig, tmp_path / "f", 50)
+    render_figure(fig, tmp_path / "f", 50)
     # A figure with any layout engine (a placeholder too) is drawn twice by savefig.
     assert len(calls) == 2  # one for the PNG (layout solved there), one for the SVG
     svg = (tmp_path / "f.svg").read_text()

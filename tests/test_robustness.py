@@ -1,7 +1,7 @@
 """Robustness shares on hand-built verdict sets, and recurrence labels."""
 import pytest
 
-from actconv import robustness
+from actconv.analysis import robustness
 
 
 def test_shares_count_the_sets_that_agree_with_the_original():

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 import actconv
-from actconv import config
+from actconv.study import config
 from actconv.cli import build_parser, main
-from actconv.executors import resolve_jobs
-from actconv.store import Store, load_results
+from actconv.run.queue import resolve_jobs
+from actconv.run.store import Store, load_results
 
 SMALL = {"name": "small", "models": {"m": {"kind": "mlp", "hidden_units": 8}},
          "activations": ["relu", "tanh"], "seeds": [1, 2], "n_train": [64, 96], "epochs": 2}
@@ -95,7 +95,7 @@ def test_cli_default_jobs_is_every_core_and_equals_jobs_one_bitwise(tmp_path):
 DRIVER = """
 import json, sys
 from actconv.cli import build_parser, main
-from actconv.executors import resolve_jobs
+from actconv.run.queue import resolve_jobs
 code = main(sys.argv[1:])
 print(json.dumps([code, sorted(m for m in ("torch", "pandas", "scipy") if m in sys.modules)]))
 """

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from actconv.config import BUILTIN_MODELS, ModelSpec, RunSpec
-from actconv.train import train_run
+from actconv.study.config import BUILTIN_MODELS, ModelSpec, RunSpec
+from actconv.train.loop import train_run
 
 
 def spec(**kw):
@@ -72,8 +72,8 @@ def test_tinyvgg_and_adam(mnist5k):
 def test_test_accuracy_equals_torchmetrics(mnist5k):
     from torchmetrics.functional.classification import multiclass_accuracy
 
-    from actconv.models import build_model
-    from actconv.train import evaluate
+    from actconv.study.models import build_model
+    from actconv.train.loop import evaluate
     torch.manual_seed(0)
     model = build_model("mlp", "relu", hidden_units=16)
     _, acc = evaluate(model, mnist5k.test_x, mnist5k.test_y, 64)

@@ -3,8 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actconv import conditions, tuning
-from actconv.config import BUILTIN_MODELS, RunSpec
+from actconv.analysis import conditions
+from actconv.analysis import tuning
+from actconv.study.config import BUILTIN_MODELS, RunSpec
 
 
 def _spec(act, seed, lr, n=600, model="mlp", **kw):

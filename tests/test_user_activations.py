@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from actconv import activations as acts
-from actconv import config, expressions
+from actconv.study import activations as acts
+from actconv.study import config
+from actconv.study import expressions
 from actconv.errors import ConfigError
-from actconv.store import load_results
+from actconv.run.store import load_results
 
 PTANH_EXPR = "where(x > 0, tanh(x), 0.25 * tanh(x))"
 MODULE = '''
@@ -200,7 +201,7 @@ def test_module_and_expression_train_the_same_numbers_in_loop_ensemble_and_pool(
 
 
 def test_diagnostics_and_the_gallery_take_a_users_activation(folder):
-    from actconv import diagnostics
+    from actconv.analysis import diagnostics
     out = folder / "diag"
     p = run_cli("--out", str(out), "--models", "mlp", "--seeds", "1", "--n-train", "64", "--epochs", "1",
                 "--activations", f"pt={PTANH_EXPR}", "--diagnostics", cwd=folder)

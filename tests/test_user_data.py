@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from actconv import config, models
-from actconv import data as datasets
-from actconv.store import STORE_NAME
+from actconv.study import config
+from actconv.study import models
+from actconv.study import data as datasets
+from actconv.run.store import STORE_NAME
 
 MODULE = textwrap.dedent('''
     import math
@@ -299,7 +300,7 @@ def test_npz_path_that_is_not_there_is_one_line(tmp_path, monkeypatch, capsys):
 def test_a_store_from_before_the_data_columns_reads_as_mnist_and_takes_new_runs(tmp_path):
     import pandas as pd
 
-    from actconv import store as st
+    from actconv.run import store as st
     old_schema = st.SCHEMA.replace(", input_shape TEXT, n_classes INTEGER", "")
     assert old_schema != st.SCHEMA
     conn = sqlite3.connect(tmp_path / STORE_NAME)
@@ -325,8 +326,8 @@ def test_the_logit_floor_evidence_uses_the_stored_class_count():
     import pandas as pd
 
     from actconv import claims
-    from actconv.activations import logit_loss_floor
-    from actconv.store import Results
+    from actconv.study.activations import logit_loss_floor
+    from actconv.run.store import Results
     runs, epochs = [], []
     for i, act in enumerate(["sigmoid", "relu"]):
         for seed in (1, 2):

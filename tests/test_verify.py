@@ -4,9 +4,9 @@ import sqlite3
 import pytest
 
 import actconv
-from actconv import config
+from actconv.study import config
 from actconv.cli import main
-from actconv.verify import verify_runs
+from actconv.run.verify import verify_runs
 
 STUDY = {"name": "v", "models": {"m": {"kind": "mlp", "hidden_units": 8}},
          "activations": ["relu", "selu"], "seeds": [1, 2], "n_train": [64], "epochs": 2}

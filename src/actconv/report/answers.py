@@ -1,0 +1,184 @@
+"""The report's opening answers: a few sentences, each built from verdicts and numbers.
+
+`answers(t)` takes the report's analysis tables (the dict `report.write_report` builds) and
+returns one `Answer(text, anchor)` per question the data can speak to: which activation
+does best at the smallest n, with how few samples it reaches a target, whether that holds
+as n grows and when lr is tuned, which of the notebook's findings hold, and whether they
+survive a one-bit perturbation. A sentence without numbers behind it is never written;
+where the data cannot decide, the sentence says "inconclusive".
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.tables import fmt
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One sentence of the answers section and the section holding its evidence."""
+    text: str
+    anchor: str
+
+
+def answers(t: dict) -> list[Answer]:
+    """Three to eight sentences from the report's tables (see the module docstring)."""
+    out = []
+    for build in (_best_at_smallest_n, _samples_to_target, _holds_as_n_grows, _holds_when_tuned,
+                  _original_findings, _mechanism, _robust):
+        out.extend(build(t))
+    return out[:8]
+
+
+def _best_at_smallest_n(t) -> list[Answer]:
+    if t.get("tuned") is not None and len(t["tuned"]):
+        return _best_tuned(t["tuned"], t.get("tuning_axes", ["lr"]))
+    summary = t.get("summary")
+    if summary is None or summary.empty:
+        return []
+    loss = summary[summary["metric"] == "final_test_loss"]
+    out = []
+    for model, g in loss.groupby("model", sort=True):
+        n = g["n_train"].min()
+        at = g[g["n_train"] == n].sort_values("mean")
+        if len(at) < 2 or not np.isfinite(at["mean"].iloc[0]):
+            continue
+        best, second = at.iloc[0], at.iloc[1]
+        out.append(Answer(f"{model}, {n} training images: " + _lowest(
+            best["activation"], best["mean"], best["low"], best["high"], best["n_seeds"],
+            second["activation"], second["mean"], second["low"]), "ranking"))
+    return out[:2]
+
+
+def _lowest(act, mean, low, high, n_seeds, next_act, next_mean, next_low) -> str:
+    """'<act> ends with the lowest test loss, m [CI] over n seeds, next ...; overlap or not'."""
+    apart = np.isfinite(high) and np.isfinite(next_low) and high < next_low
+    return (f"{act} ends with the lowest test loss, {fmt(mean)} [95% CI {fmt(low)}, {fmt(high)}] "
+            f"over {int(n_seeds)} seeds, next {next_act} {fmt(next_mean)}"
+            + ("; their intervals do not overlap." if apart else
+               "; their intervals overlap, so which is lowest is inconclusive."))
+
+
+def _best_tuned(tuned: pd.DataFrame, axes) -> list[Answer]:
+    """The same question when each activation has its own tuned setting."""
+    out = []
+    for cond, g in tuned.dropna(subset=["test_loss"]).groupby("condition", sort=True):
+        at = g[g["n_train"] == g["n_train"].min()].sort_values("test_loss")
+        if len(at) < 2:
+            continue
+        best, second = at.iloc[0], at.iloc[1]
+        setting = ", ".join(f"{a} {best[f'best_{a}']:g}" if isinstance(best[f"best_{a}"], float)
+                            else f"{a} {best[f'best_{a}']}" for a in axes)
+        out.append(Answer(
+            f"{cond}, {int(best['n_train'])} training images, each activation at its own best "
+            f"{', '.join(axes)} (chosen on validation; the lowest at {setting}): " + _lowest(
+                best["activation"], best["test_loss"], best["test_loss_low"], best["test_loss_high"],
+                best["n_seeds"], second["activation"], second["test_loss"], second["test_loss_low"]),
+            "tuning"))
+    return out[:2]
+
+
+def _samples_to_target(t) -> list[Answer]:
+    lc = t.get("learning_curves")
+    if lc is None or lc.empty:
+        return []
+    out = []
+    for target in ("n_to_80", "n_to_90"):
+        if target not in lc:
+            continue
+        for model, g in lc.groupby("model", sort=True):
+            reached = g[g[f"{target}_status"] == "reached"].sort_values(target)
+            if reached.empty:
+                continue
+            r = reached.iloc[0]
+            out.append(Answer(
+                f"{model}: {r['activation']} needs the fewest images to reach "
+                f"{target[-2:]}% test accuracy, {fmt(r[target])} [{fmt(r[f'{target}_low'])}, "
+                f"{fmt(r[f'{target}_high'])}] ({len(reached)} of {len(g)} activations reach it "
+                f"within {int(g['n_max'].max())}); its loss falls as n^-{fmt(r['b'])} "
+                f"[{fmt(r['b_low'])}, {fmt(r['b_high'])}].", "learning"))
+        if out:
+            break
+    return out[:2]
+
+
+def _verdict_rows(t, ids) -> pd.DataFrame:
+    frames = [t[k] for k in ("findings", "samples", "fairness") if k in t and len(t[k])]
+    if not frames:
+        return pd.DataFrame(columns=["id", "scope", "verdict", "evidence"])
+    allv = pd.concat(frames, ignore_index=True)
+    return allv[allv["id"].isin(ids)]
+
+
+def _holds_as_n_grows(t) -> list[Answer]:
+    rows = _verdict_rows(t, ["n1"])
+    out = []
+    for r in rows.itertuples(index=False):
+        if r.scope == "(none)" or r.evidence.startswith("needs"):
+            continue
+        what = {"supported": "holds", "not supported": "does not hold",
+                "inconclusive": "is inconclusive"}[r.verdict]
+        out.append(Answer(f"{r.scope}: the ranking at the smallest n {what} at the largest "
+                          f"({_clip(r.evidence)}).", "claims-samples"))
+    return out[:2]
+
+
+def _holds_when_tuned(t) -> list[Answer]:
+    rows = _verdict_rows(t, ["r1"])
+    rows = rows[~rows["scope"].isin(["(none)", "all models"])]
+    if rows.empty:
+        return []
+    counts = rows["verdict"].value_counts()
+    worst = rows.assign(n=rows["evidence"].str.count("->")).sort_values("n", ascending=False).iloc[0]
+    return [Answer(
+        f"With lr tuned per activation on the validation split, the ranking at the notebook's lr "
+        f"holds in {counts.get('supported', 0)} of {len(rows)} conditions, fails in "
+        f"{counts.get('not supported', 0)} and is inconclusive in {counts.get('inconclusive', 0)}; "
+        f"largest change: {worst['scope']}, {_clip(worst['evidence'])}.", "tuning")]
+
+
+def _original_findings(t) -> list[Answer]:
+    f = t.get("findings")
+    if f is None or f.empty:
+        return []
+    parts = []
+    for verdict in ("supported", "not supported", "inconclusive"):
+        ids = sorted(set(f.loc[f["verdict"] == verdict, "id"]))
+        if ids:
+            parts.append(f"{verdict}: {', '.join(ids)}")
+    return [Answer(f"The notebook's findings over {len(f)} scopes, by claim — " + "; ".join(parts)
+                   + " (a mix within a claim means it holds in some models and not others).",
+                   "findings")]
+
+
+def _mechanism(t) -> list[Answer]:
+    m = t.get("mechanisms")
+    if m is None or m.empty:
+        return []
+    m1 = m[(m["id"] == "m1") & (m["verdict"] != "inconclusive")]
+    if m1.empty:
+        return []
+    r = m1.iloc[0]
+    return [Answer(f"Sigmoid's flat loss ({r['scope']}): put down to saturation or vanishing "
+                   f"gradients — {r['verdict']}; {_clip(r['evidence'])}.", "mechanisms")]
+
+
+def _robust(t) -> list[Answer]:
+    rob = t.get("robustness")
+    if rob is None or rob.empty or not (rob["sets"] > 0).any():
+        return []
+    judged = rob[rob["sets"] > 0]
+    always = int((judged["share"] == 1).sum())
+    fragile = judged[judged["share"] < 1].sort_values("share")
+    text = (f"Under one-bit perturbations, {always} of {len(judged)} verdicts hold in every replica "
+            f"set ({int(judged['sets'].max())} sets)")
+    if len(fragile):
+        r = fragile.iloc[0]
+        text += (f"; the least robust is {r['id']} ({r['scope']}): {r['verdict']} in "
+                 f"{int(r['holds'])}/{int(r['sets'])}")
+    return [Answer(text + ".", "robustness")]
+
+
+def _clip(text: str, limit: int = 220) -> str:
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."

@@ -1,0 +1,146 @@
+"""What the report holds: every table, computed once from the analysis before anything is drawn
+or written (per-run metrics, curves, fits, spikes; rankings and claims; tuning, learning curves
+and robustness; the answers built on all of them)."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..analysis import stats as analysis, claims, learning, robustness, tuning
+from ..run.store import n_classes_of
+from . import answers
+
+SUMMARY_METRICS = ["start_loss", "final_train_loss", "final_test_loss", "final_train_accuracy",
+                   "final_test_accuracy", "gap", "auc_train_loss", "auc_test_loss",
+                   "steps_to_threshold", "reached"]
+
+
+
+def done_epochs(results) -> pd.DataFrame:
+    """The epoch rows of the runs that finished without diverging."""
+    runs = results.runs
+    return results.epochs[results.epochs["run_id"].isin(runs.loc[runs["status"] == "done", "run_id"])]
+
+
+def curve_tables(results, epochs, spike_k, spike_window, threshold) -> dict:
+    """The per-run metrics, curves, fits and spikes: what the figures are drawn from."""
+    runs = results.runs
+    status = runs.set_index("run_id")["status"] if len(runs) else pd.Series(dtype=str)
+    done = status.index[status == "done"]
+    finished = status.index[status.isin(["done", "diverged"])]
+    batches = results.batches[results.batches["run_id"].isin(done)]
+    # Batch figures also show diverged runs: their explosion is what a reader looks for.
+    spiky = results.batches[results.batches["run_id"].isin(finished)]
+    t = {"epochs": epochs, "batches": batches, "finished_batches": spiky}
+    if len(spiky):  # once for the batch figures (diverged runs too) and the done runs' table
+        t["finished_fits"] = analysis.batch_fit(results.epochs, spiky)
+    if len(epochs):
+        t["per_run"] = analysis.run_metrics(epochs, batches if len(batches) else None,
+                                            threshold=threshold)
+        t["fits"] = analysis.epoch_fits(epochs)
+        t["curves"] = analysis.curve_intervals(epochs, ["train_loss", "test_loss", "train_accuracy",
+                                                        "test_accuracy"])
+    if len(batches):
+        fits = t["finished_fits"]
+        t["batch_fits"] = fits[fits["run_id"].isin(done)].reset_index(drop=True)
+    t["spikes"] = (analysis.detect_spikes(spiky, results.epochs, k=spike_k, window=spike_window)
+                   if len(spiky) else pd.DataFrame(columns=analysis.SPIKE_COLUMNS))
+    return t
+
+
+def claim_tables(results, t, thresholds) -> dict:
+    """The ranking, the paired tests and every claim's verdicts."""
+    out = {}
+    if "per_run" in t:
+        metrics = [m for m in SUMMARY_METRICS if m in t["per_run"].columns]
+        out["summary"] = analysis.aggregate(t["per_run"], metrics)
+        out["ranking"] = analysis.rank_activations(t["per_run"], "final_test_loss")
+        out["paired"] = analysis.paired_comparisons(t["per_run"], "final_test_loss")
+    for name, ids in (("findings", claims.ORIGINAL), ("mechanisms", claims.MECHANISMS),
+                      ("papers", claims.PAPERS), ("samples", claims.SAMPLES),
+                      ("fairness", claims.FAIRNESS)):
+        out[name] = claims.evaluate(results, ids, thresholds)
+    return out
+
+
+def study_reference_lr(out_dir: Path) -> float:
+    """The study's `reference_lr` as registered in the store (0.1, the notebook's, by default)."""
+    from ..errors import StoreError
+    from ..run.store import study_specs
+    try:
+        specs = study_specs(out_dir)
+    except StoreError:  # results given without a store of their own
+        return tuning.REFERENCE["lr"]
+    values = {float(s["reference_lr"]) for s in specs if s.get("reference_lr")}
+    return values.pop() if len(values) == 1 else tuning.REFERENCE["lr"]
+
+
+def question_tables(everything, results, t, th) -> dict:
+    """The fairness, sample-size and robustness tables (and the answers built on all tables)."""
+    out = {}
+    runs = results.runs
+    finished = runs[runs["status"].isin(["done", "diverged"])] if len(runs) else runs
+    if len(finished) and "config_json" in finished:
+        per_run = tuning.final_metrics(finished, results.epochs)
+        axes = [a for a in th.tuned_axes if a in per_run and per_run[a].astype(str).nunique() > 1]
+        if axes and per_run["final_val_loss"].notna().any():
+            out["candidates"] = tuning.candidates(per_run, axes, th.select)
+            out["tuned"] = tuning.tune(per_run, axes, th.select, confidence=th.confidence)
+            out["reference_ranking"] = tuning.at_reference(per_run, dict(th.reference), axes=axes)
+            out["ranking_shift"] = tuning.ranking_shift(out["reference_ranking"], out["tuned"],
+                                                        places=th.rank_places)
+            chance = 1.0 / n_classes_of(runs)
+            out["stability"] = tuning.stability(per_run, out["tuned"], axes, chance=chance)
+            out["tuning_axes"] = axes
+            out["claims_reference_tuned"] = _claims_side_by_side(results, per_run, out["tuned"], axes, th)
+    if "per_run" in t and len(t["per_run"]):
+        lc = learning.learning_curves(t["per_run"])
+        if len(lc):
+            out["learning_curves"] = lc
+    if robustness.replica_sets(everything):
+        out["robustness"] = robustness.verdict_robustness(
+            everything, lambda r: claims.evaluate(r, claims.ORIGINAL + claims.SAMPLES, th))
+        out["recurrence"] = robustness.event_recurrence(everything, spike_k=th.spike_k,
+                                                        spike_window=th.spike_window)
+        out["perturbation_variance"] = robustness.perturbation_variance(everything)
+    out["answers"] = answers.answers({**t, **out})
+    return out
+
+
+def _claims_side_by_side(results, per_run, tuned, axes, th) -> pd.DataFrame:
+    """The notebook's claims judged at the reference setting and with each activation at its
+    tuned value, one row per (claim, scope)."""
+    label = tuning.fixed_label(per_run, axes)
+    ref = tuning.at_reference(per_run, dict(th.reference), axes=axes)
+    keep = per_run.assign(condition=label)
+    for a, v in th.reference:
+        keep = keep[np.isclose(keep[a].astype(float), float(v))] if a in keep else keep.iloc[0:0]
+    views = {"reference": dict(zip(keep["run_id"], keep["condition"])) if len(ref) else {},
+             "tuned": tuning.tuned_runs(per_run, tuned, axes).to_dict()}
+    tables = []
+    for name, mapping in views.items():
+        if not mapping:
+            continue
+        view = _view(results, mapping)
+        v = claims.evaluate(view, claims.ORIGINAL, th)[["id", "claim", "scope", "verdict", "evidence"]]
+        tables.append(v.rename(columns={"verdict": f"verdict_{name}", "evidence": f"evidence_{name}"}))
+    if not tables:
+        return pd.DataFrame()
+    out = tables[0]
+    for other in tables[1:]:
+        out = out.merge(other, on=["id", "claim", "scope"], how="outer")
+    return out
+
+
+def _view(results, mapping: dict):
+    """Results of the runs in `mapping` (run_id -> condition label) with `model` relabelled."""
+    import dataclasses
+    ids = set(mapping)
+
+    def keep(table):
+        table = table[table["run_id"].isin(ids)]
+        return table.assign(model=table["run_id"].map(mapping)) if "model" in table else table
+
+    return dataclasses.replace(results, runs=keep(results.runs), epochs=keep(results.epochs),
+                               batches=keep(results.batches), diagnostics=keep(results.diagnostics))
+
