@@ -1,0 +1,33 @@
+"""benchmarks/compare_reports.py: two report folders, CSV cell for cell."""
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_reports.py"
+
+
+def _folder(root: Path, name: str, files: dict) -> Path:
+    d = root / name
+    d.mkdir()
+    for f, text in files.items():
+        (d / f).write_text(text)
+    return d
+
+
+def _run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+
+
+def test_identical_folders_pass_and_a_changed_cell_fails(tmp_path):
+    a = _folder(tmp_path, "a", {"x.csv": "k,v\nrelu,0.5\ntanh,0.25\n", "y.csv": "k\n1\n"})
+    b = _folder(tmp_path, "b", {"x.csv": "k,v\nrelu,0.5\ntanh,0.25\n", "y.csv": "k\n1\n"})
+    ok = _run(a, b)
+    assert ok.returncode == 0 and "2 CSV files, 3 rows: identical" in ok.stdout
+    (b / "x.csv").write_text("k,v\nrelu,0.5\ntanh,0.2500000000001\n")
+    bad = _run(a, b)
+    assert bad.returncode == 1 and "x.csv: row 2 differs" in bad.stdout
+    assert _run(a, b, "--tol", "1e-9").returncode == 0  # a reordered sum's last digits
+    (b / "x.csv").write_text("k,v\nrelu,0.5\nsigmoid,0.25\n")
+    assert _run(a, b, "--tol", "1e-9").returncode == 1  # text is never within a tolerance
+    (b / "y.csv").unlink()
+    assert "only in one folder: y.csv" in _run(a, b).stdout
