@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, StoreError
 from ..study.config import RunSpec, StudySpec
-from . import pool as pool_executor, ray_tasks as ray_executor, serial as serial_executor
+from . import pool, ray_tasks, serial
 from .execution import DataArgs, Lost, Options
 from .store import FINISHED, LEASE_S, RunResult, Store, owner_id
 
@@ -25,7 +25,7 @@ from .store import FINISHED, LEASE_S, RunResult, Store, owner_id
 #       cluster that cannot be reached is an error first) yielding run(feed, data_args): an
 #       iterator of (unit, list[RunResult] | Lost) over the units feed(busy) hands out.
 # `--executor local` is the serial backend with one job and the pool with more.
-BACKENDS = {"local": pool_executor, "ray": ray_executor, "serial": serial_executor}
+BACKENDS = {"local": pool, "ray": ray_tasks, "serial": serial}
 POLL_S = 0.5  # how often a driver waiting on another driver's runs looks again
 
 

@@ -10,7 +10,7 @@ import gc
 import torch._dynamo  # noqa: F401 -- the optimizer's first-use import, shared from here
 
 # what a pool worker unpickles (execute_unit, probe, _init_worker) and the training code it runs
-from ..train import ensemble, loop as train
-from . import execution, pool as pool_executor  # noqa: F401
+from ..train import ensemble, loop  # noqa: F401
+from . import execution, pool  # noqa: F401
 
 gc.freeze()

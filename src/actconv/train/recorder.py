@@ -10,7 +10,7 @@ loop's model, `StackRecorder` for each member of the ensemble engine's stacked t
 both through the same `layer_stats`. Nothing here touches the training numbers: the
 probe draws from its own generator, runs without gradients and restores BatchNorm's
 running statistics, and gradient norms only read `.grad`. Training processes import this
-module, never the pandas analysis in `diagnostics.py`.
+module, never the pandas analysis in `analysis/diagnostics.py`.
 """
 import functools
 import math

@@ -15,7 +15,7 @@ from ...study.activations import BOUNDED_RANGE, logit_loss_floor
 from .common import _figure, FLOORS, _legend, LOSS_LABEL, _MARKERS, _order, _panels, style, STYLES
 
 # --- diagnostics figures ---
-# Per-layer training dynamics from the `diagnostics` table (see diagnostics.py); every
+# Per-layer training dynamics from the `diagnostics` table (see analysis/diagnostics.py); every
 # figure aggregates over seeds unless it names one run.
 
 SATURATED_SHADE = "0.88"  # background where an activation's derivative is below 1% of its maximum
