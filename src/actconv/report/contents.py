@@ -15,7 +15,6 @@ SUMMARY_METRICS = ["start_loss", "final_train_loss", "final_test_loss", "final_t
                    "steps_to_threshold", "reached"]
 
 
-
 def done_epochs(results) -> pd.DataFrame:
     """The epoch rows of the runs that finished without diverging."""
     runs = results.runs

@@ -26,7 +26,6 @@ code{background:#f5f5f5;padding:0 .2rem;overflow-wrap:anywhere} .wide{overflow-x
 """
 
 
-
 def verdict_table(ident: str, heading: str, intro: str, table, labels=None) -> list:
     """A `claims.evaluate` table (claim, scope, verdict, evidence); nothing when there are no
     rows. `labels`: {claim id: {verdict: what to show}} (paper presets show 'reproduced')."""
@@ -51,7 +50,6 @@ def figure_html(stem: str, caption: str, png: bytes) -> str:
     return (f"<figure id='fig-{esc(stem)}'><img alt='{esc(caption)}' src='data:image/png;base64,{b64}'>"
             f"<figcaption>{esc(caption)} (<a href='figures/{esc(stem)}.svg'><code>figures/{esc(stem)}.svg"
             f"</code></a>)</figcaption></figure>")
-
 
 
 def html_table(df: pd.DataFrame) -> str:

@@ -89,7 +89,6 @@ MECHANISMS_INTRO = ("The explanations the original offered, measured with <code>
                     f"{claims.common.N_CLASSES} classes).")
 
 
-
 SAMPLES_INTRO = ("Is an activation's advantage a small-data effect? (n1) a permutation test of the "
                  "activation x n interaction on final test loss (seeds as blocks), Kendall's tau "
                  "between the rankings at the smallest and largest n and the activations that move; "
