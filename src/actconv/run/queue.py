@@ -41,14 +41,18 @@ class StudyOutcome:
     wall_s: float = 0.0
 
 
+# What ensemble runs of one unit may differ in (train/ensemble.py FREE): seeds, perturbed
+# siblings beside their originals, and the elementwise optimizer settings, so that a cell's
+# search trials and their seeds train as one unit.
+UNIT_FREE = ("seed", "perturb", "replica", "lr", "momentum", "weight_decay")
+
+
 def plan_units(specs: list[RunSpec]) -> list[list[RunSpec]]:
-    """Group runs into work units: ensemble runs that differ only in seed go together."""
+    """Group runs into work units: ensemble runs that differ only in UNIT_FREE go together."""
     units, groups = [], {}
     for s in specs:
         if s.engine == "ensemble":
-            # siblings (perturb, replica) train beside their originals: one unit, like seeds
-            key = json.dumps({k: v for k, v in asdict(s).items()
-                              if k not in ("seed", "perturb", "replica")}, sort_keys=True)
+            key = json.dumps({k: v for k, v in asdict(s).items() if k not in UNIT_FREE}, sort_keys=True)
             if key not in groups:
                 groups[key] = []
                 units.append(groups[key])
