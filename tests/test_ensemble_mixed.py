@@ -100,13 +100,22 @@ def test_plan_units_groups_a_cells_settings_and_seeds():
     assert queue.UNIT_FREE == ensemble.FREE  # the driver's copy (it never imports torch) agrees
 
 
+def test_plan_units_halves_the_largest_unit_while_cores_would_idle():
+    cell, other = mixed(SGD_SETTINGS, seeds=(1, 2, 3)), mixed(SGD_SETTINGS[:1], seeds=(1, 2), epochs=5)
+    assert queue.plan_units(cell + other, jobs=2) == [cell, other]
+    assert queue.plan_units(cell + other, jobs=3) == [cell[:6], cell[6:], other]
+    assert queue.plan_units(cell + other, jobs=4) == [cell[:3], cell[3:6], cell[6:], other]
+    assert queue.plan_units(cell, jobs=20) == [[s] for s in cell]  # no further than single runs
+    assert queue.plan_units([], jobs=4) == []
+
+
 def test_a_study_with_an_lr_and_momentum_grid_stores_the_runs_trained_apart(mnist5k, tmp_path):
     study = config.study_from_dict({"name": "mix", "models": {"m": {"kind": "mlp", "hidden_units": 16}},
                                     "activations": ["tanh"], "seeds": [1, 2], "n_train": [64], "epochs": 2,
                                     "lr": [0.03, 0.3], "momentum": [0.0, 0.9], "engine": "ensemble"})
     specs = study.runs()
     assert len(specs) == 8 and len(queue.plan_units(specs)) == 1
-    out = actconv.run_study(study, tmp_path, progress=False)
+    out = actconv.run_study(study, tmp_path, progress=False, jobs=2)  # two units of four, on a pool
     assert out.counts == {"done": 8}
     stored = load_results(tmp_path)
     for spec in specs:
