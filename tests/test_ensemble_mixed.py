@@ -51,6 +51,14 @@ def test_each_member_of_a_mixed_unit_is_its_ensemble_of_one(mnist5k, optimizer, 
     assert len({r.epochs[-1]["test_loss"] for r in together if r.spec.seed == 1}) == len(settings)
 
 
+def test_tinyvgg_members_with_their_own_settings_too(mnist5k):
+    # convolution weights are stacked with per-member channels_last strides: their slices step alike
+    unit = mixed(SGD_SETTINGS[1:3], model_spec=ModelSpec("tinyvgg", hidden_units=4), activation="prelu",
+                 n_train=64, epochs=1, validation=0)
+    for spec, r in zip(unit, train_ensemble(unit, mnist5k)):
+        assert_bitwise(r, train_ensemble([spec], mnist5k)[0])
+
+
 def poisoned(data, seed, others, n_train):
     """The dataset with one pool image made infinite: in seed's subset, in none of the others'."""
     subset = lambda s: set(datasets.subset_indices(data.train_y, s, n_train).tolist())  # noqa: E731
