@@ -225,6 +225,7 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
 
 
 def _train(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
+    """train_ensemble's work, on a unit ordered by setting."""
     start = time.perf_counter()
     spec, k = unit[0], len(unit)
     prepared = [prepare(s, data) for s in unit]
