@@ -98,7 +98,7 @@ def tuned_vs_reference(tuned: pd.DataFrame, reference: pd.DataFrame, axes) -> In
         traces.append({
             "type": "scatter", "mode": "markers", "name": "tuned per activation", "legendgroup": "tuned",
             "showlegend": i == 0, "x": order, "y": _floats(t["test_loss"]), "xaxis": f"x{axis}",
-            "yaxis": f"y{axis}", "marker": {"color": "#117733", "size": 9}, "error_y": _bars(
+            "yaxis": f"y{axis}", "marker": {"color": "#117733", "size": 13, "symbol": "circle-open", "line": {"width": 2}}, "error_y": _bars(
                 t.rename(columns={"test_loss": "mean", "test_loss_low": "low", "test_loss_high": "high"})),
             "customdata": [[lo, hi, c] for lo, hi, c in zip(_floats(t["test_loss_low"]),
                                                              _floats(t["test_loss_high"]), chosen)],
@@ -110,7 +110,7 @@ def tuned_vs_reference(tuned: pd.DataFrame, reference: pd.DataFrame, axes) -> In
             traces.append({
                 "type": "scatter", "mode": "markers", "name": "at the reference setting",
                 "legendgroup": "reference", "showlegend": i == 0, "x": order, "y": _floats(r["test_loss"]),
-                "xaxis": f"x{axis}", "yaxis": f"y{axis}", "marker": {"color": "#882255", "symbol": "x", "size": 9},
+                "xaxis": f"x{axis}", "yaxis": f"y{axis}", "marker": {"color": "#882255", "symbol": "x", "size": 8},
                 "hovertemplate": "<b>%{x}</b>, at the reference setting<br>test loss %{y:.4g}<extra></extra>"})
     return Interactive("tuning", "tuned-vs-reference-interactive",
                        "Each activation's test loss at its own tuned setting (95% interval) and at the "
