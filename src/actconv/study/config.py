@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from . import activations as acts
-from . import userimport
+from . import userimport, zoo
 
 OPTIMIZERS = ["sgd", "adam"]
 ENGINES = ["auto", "loop", "ensemble"]
@@ -21,7 +21,7 @@ DTYPES = ["float32", "float64"]
 # driver plans and stores it) without importing torch; a test keeps them equal.
 DATASETS = ["mnist-5k", "mnist", "fashion-mnist", "kmnist", "digits", "cifar10"]
 NPZ = "npz:"  # a user's arrays: npz:PATH
-MODELS = ["mlp", "tinyvgg"]  # and a user's factory, kind = "module:attr"
+MODELS = ["mlp", "tinyvgg"]  # and a user's factory, kind = "module:attr", and timm:NAME, torchvision:NAME
 INITS = acts.INITS
 
 
@@ -34,8 +34,9 @@ class ModelSpec:
     activate_logits: bool = False   # true reproduces the original MLP: activation on the logits
     batchnorm: bool = False         # BatchNorm before each hidden activation (MLP only)
     init: str = "default"           # PyTorch's init; "auto" picks per activation
-    options: tuple[tuple[str, object], ...] = ()  # a "module:attr" kind's factory keywords, sorted
-    fingerprint: str = ""           # hash of a "module:attr" factory's source: an edit gives new runs
+    options: tuple[tuple[str, object], ...] = ()  # a "module:attr" or zoo kind's keywords, sorted
+    fingerprint: str = ""           # hash of a "module:attr" factory's source, a zoo kind's library
+                                    # version: an edit or an upgrade gives new runs
 
 
 BUILTIN_MODELS = {
@@ -289,11 +290,14 @@ def _values(value) -> tuple:
 
 
 def _model_spec(where: str, table: dict, folder=None) -> ModelSpec:
+    if zoo.is_zoo(table.get("kind")):
+        return zoo_model_spec(where, table)
     if userimport.is_ref(table.get("kind")):
         return _user_model_spec(where, table, folder)
     spec = ModelSpec(**_check_keys(where, table, MODEL_KEYS))
     if spec.kind not in MODELS:
-        raise ConfigError(f"{where}: " + acts.unknown("model kind", spec.kind, MODELS + ["module:attr"]))
+        raise ConfigError(f"{where}: " + acts.unknown("model kind", spec.kind,
+                                                      MODELS + ["module:attr", "timm:NAME", "torchvision:NAME"]))
     if spec.init not in INITS:
         raise ConfigError(f"{where}: " + acts.unknown("init", spec.init, INITS))
     if spec.hidden_units <= 0 or spec.hidden_layers <= 0:
@@ -316,9 +320,22 @@ def _user_model_spec(where: str, table: dict, folder) -> ModelSpec:
                      fingerprint=userimport.fingerprint(factory))
 
 
+def zoo_model_spec(where: str, table: dict) -> ModelSpec:
+    """kind = "timm:NAME" or "torchvision:NAME": the table's other keys go to the library's builder."""
+    init = _check_type(where, "init", table.get("init", "default"), str)
+    if init not in INITS:
+        raise ConfigError(f"{where}: " + acts.unknown("init", init, INITS))
+    for key, value in table.items():
+        if isinstance(value, OPTION_TYPES):
+            _check_type(where, key, value, type(value))
+    options, fingerprint = zoo.validate(table["kind"], {k: v for k, v in table.items()
+                                                        if k not in ("kind", "init")}, where)
+    return ModelSpec(table["kind"], init=init, options=options, fingerprint=fingerprint)
+
+
 def is_user_model(kind: str) -> bool:
-    """A model kind that names a user's factory, `module:attr`."""
-    return userimport.is_ref(kind)
+    """A model kind with its own options: a user's factory, `module:attr`, or a zoo network."""
+    return userimport.is_ref(kind) or zoo.is_zoo(kind)
 
 
 def dataset_ref(where: str, name: str, folder=None) -> tuple[str, str]:
@@ -513,8 +530,10 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
     if models is not None:
         known = {**BUILTIN_MODELS, **specs}
         for m in models:
+            if m not in known and zoo.is_zoo(m):  # --models timm:resnet10t: the network by its name
+                known[m] = zoo_model_spec(f"--models {m}", {"kind": m})
             if m not in known:
-                raise ConfigError(acts.unknown("model", m, known))
+                raise ConfigError(acts.unknown("model", m, [*known, "timm:NAME", "torchvision:NAME"]))
         specs = {m: known[m] for m in models}
     changes = {k: v for k, v in (("hidden_units", hidden_units), ("activate_logits", activate_logits))
                if v is not None}

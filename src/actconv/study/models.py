@@ -1,12 +1,12 @@
-"""The study's models: the original MLP and TinyVGG, or a user's factory, built fresh per run
-for the dataset's input shape and class count."""
+"""The study's models: the original MLP and TinyVGG, or a user's factory, or a timm or torchvision
+network (`zoo`), built fresh per run for the dataset's input shape and class count."""
 import math
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import userimport
+from . import userimport, zoo
 from .activations import make_activation, recommended_init, unknown
 from .config import INITS, ModelSpec
 
@@ -69,10 +69,13 @@ MODELS = {"mlp": mlp, "tinyvgg": tinyvgg}
 def build_model(kind: str, activation: str, init: str = "default", **options) -> nn.Module:
     """A fresh model of a registered kind or a user's `module:attr` factory, initialised as
     asked (global torch RNG). options: the kind's keywords, input_shape and n_classes."""
-    if userimport.is_ref(kind):
+    if zoo.is_zoo(kind):
+        input_shape, n_classes = options.pop("input_shape", IMAGE_SHAPE), options.pop("n_classes", N_CLASSES)
+        model = zoo.build(kind, activation, options, input_shape, n_classes)
+    elif userimport.is_ref(kind):
         model = _user_model(kind, activation, **options)
     elif kind not in MODELS:
-        raise ConfigError(unknown("model kind", kind, [*MODELS, "module:attr"]))
+        raise ConfigError(unknown("model kind", kind, [*MODELS, "module:attr", "timm:NAME", "torchvision:NAME"]))
     else:
         if kind == "tinyvgg":
             options = {k: v for k, v in options.items() if k in ("hidden_units", "input_shape", "n_classes")}
@@ -99,7 +102,7 @@ def _user_model(kind: str, activation: str, input_shape=IMAGE_SHAPE, n_classes: 
 
 def build_for(m: ModelSpec, activation: str, input_shape=IMAGE_SHAPE, n_classes: int = N_CLASSES) -> nn.Module:
     """The model a ModelSpec describes, for data of this shape and class count."""
-    if userimport.is_ref(m.kind):
+    if userimport.is_ref(m.kind) or zoo.is_zoo(m.kind):
         return build_model(m.kind, activation, m.init, input_shape=input_shape, n_classes=n_classes,
                            **dict(m.options))
     return build_model(m.kind, activation, m.init, hidden_units=m.hidden_units,
@@ -122,6 +125,12 @@ def check_fits(name: str, m: ModelSpec, activation: str, data_name: str,
             out = model.eval()(torch.zeros(2, *input_shape))
     except Exception as e:  # noqa: BLE001 -- a user's module that cannot take the data
         raise ConfigError(f"{where}: the forward pass fails ({type(e).__name__}: {e})") from None
+    if zoo.is_zoo(m.kind) and tuple(getattr(out, "shape", ())) == (2, n_classes):
+        try:  # some networks return extra heads while training (inception's aux_logits)
+            out = model.train()(torch.zeros(2, *input_shape))
+        except Exception as e:  # noqa: BLE001 -- the library's network on these images
+            raise ConfigError(f"{where}: the training-mode forward pass fails ({type(e).__name__}: {e})") from None
+        model.eval()
     if tuple(getattr(out, "shape", ())) != (2, n_classes):
         raise ConfigError(f"{where}: gives outputs of shape {tuple(getattr(out, 'shape', ()))} for 2 "
                           f"images; expected (2, {n_classes}), one logit per class")
@@ -155,3 +164,16 @@ def initialise(model: nn.Module, scheme: str) -> None:
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_activations(model: nn.Module, activation: str) -> int:
+    """Modules of the study activation's class in the network: each layer's own."""
+    cls = type(make_activation(activation))
+    return sum(type(m) is cls for m in model.modules())
+
+
+def facts(model: nn.Module, activation: str) -> dict:
+    """What the runs table shows of a built network: parameters, activation modules and, for a
+    torchvision network, the activation classes the swap replaced."""
+    return {"parameters": count_parameters(model), "activation_modules": count_activations(model, activation),
+            "replaced_activations": ", ".join(getattr(model, "actconv_replaced", ())) or None}

@@ -1,0 +1,150 @@
+"""The field's standard networks with the study's activation: `timm:NAME` built through timm's
+`act_layer`, `torchvision:NAME` (a classification builder) with every activation module swapped.
+
+Nothing here imports torch, timm or torchvision at the top: a driver that validates a study of
+built-in models never loads them; a zoo kind loads its library where it is validated.
+"""
+import functools
+
+from ..errors import ConfigError
+
+TIMM, TORCHVISION = "timm:", "torchvision:"
+# Keys actconv sets itself (the data decides the classes and channels, the study the activation).
+RESERVED = {TIMM: {"num_classes", "in_chans", "act_layer", "pretrained_cfg", "pretrained_cfg_overlay",
+                   "checkpoint_path"},
+            TORCHVISION: {"num_classes", "weights", "progress"}}
+# The activation modules a torchvision network's swap replaces. Gates are kept: Sigmoid and
+# Hardsigmoid scale channels in squeeze-excitation blocks, a different role from a layer's activation.
+SWAPPED = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish",
+           "Hardswish", "Tanh")
+
+
+def is_zoo(kind) -> bool:
+    """A model kind that names a timm or torchvision network."""
+    return isinstance(kind, str) and kind.startswith((TIMM, TORCHVISION)) and ":" not in kind.split(":", 1)[1]
+
+
+def _split(kind: str) -> tuple[str, str]:
+    prefix = TIMM if kind.startswith(TIMM) else TORCHVISION
+    return prefix, kind[len(prefix):]
+
+
+def validate(kind: str, options: dict, where: str) -> tuple[tuple, str]:
+    """(sorted options, fingerprint) of a zoo kind, checked by building it once on the meta device
+    (no memory, no weights): an unknown name, pretrained weights or a network that takes no
+    act_layer is a ConfigError in one line. The fingerprint is the library's version."""
+    prefix, name = _split(kind)
+    for key, value in options.items():
+        if key in RESERVED[prefix]:
+            raise ConfigError(f"{where}: option {key} is set by actconv (the data gives classes and channels, "
+                              f"the study the activation, weights are never loaded)")
+        if key == "pretrained" and value is not False:
+            raise ConfigError(f"{where}: pretrained weights are not a study of activations; "
+                              f"{kind} is trained from scratch (drop pretrained)")
+        if not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"{where}: option {key} must be a string, number or boolean, got {value!r}")
+    options = {k: v for k, v in options.items() if k != "pretrained"}  # false: the default, same runs
+    library = _library(prefix)
+    known = library.list_models() if prefix == TIMM else library.models.list_models(module=library.models)
+    if name not in known:
+        close = [m for m in known if m.startswith(name[:4])][:10]
+        raise ConfigError(f"{where}: unknown {prefix[:-1]} model {name!r}"
+                          + (f"; similar: {', '.join(close)}" if close else
+                             f"; list them with {'timm.list_models()' if prefix == TIMM else 'torchvision.models.list_models()'}"))
+    import torch
+    probe = _probe_class()
+    try:
+        with torch.device("meta"):
+            model = _create(prefix, name, options, lambda *a, **k: probe(), (3, 224, 224), 10)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except TypeError as e:
+        if "act_layer" in str(e):
+            raise ConfigError(f"{where}: timm model {name!r} does not take act_layer; use "
+                              f"torchvision:NAME or a module:attr factory") from None
+        raise ConfigError(f"{where}: {kind} refuses the options: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- the library's own check of its options
+        raise ConfigError(f"{where}: {kind} cannot be built with these options "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if prefix == TIMM and not any(isinstance(m, probe) for m in model.modules()):
+        raise ConfigError(f"{where}: timm model {name!r} builds no layer from act_layer; use torchvision:NAME "
+                          f"or a module:attr factory")
+    if prefix == TORCHVISION and not model.actconv_replaced:
+        raise ConfigError(f"{where}: {kind} has no activation module to swap ({', '.join(SWAPPED)})")
+    return tuple(sorted(options.items())), f"{prefix[:-1]} {library.__version__}"
+
+
+def _library(prefix: str):
+    try:
+        if prefix == TIMM:
+            import timm
+            return timm
+        import torchvision
+        import torchvision.models  # noqa: F401 -- the builders' registry
+        return torchvision
+    except ImportError:
+        raise ConfigError(f"{prefix}NAME needs the package {prefix[:-1]}: pip install {prefix[:-1]}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_class():
+    from torch import nn
+
+    class Probe(nn.Identity):
+        """Stands in for the activation at validation: where it appears, act_layer was used."""
+    return Probe
+
+
+def _create(prefix: str, name: str, options: dict, make_act, input_shape, n_classes: int):
+    """The library's network for this data; torchvision's with its activations swapped."""
+    channels = input_shape[0]
+    if prefix == TIMM:
+        import timm
+        return timm.create_model(name, pretrained=False, num_classes=n_classes, in_chans=channels,
+                                 act_layer=make_act, **options)
+    from torchvision import models
+    model = models.get_model(name, weights=None, num_classes=n_classes, **options)
+    _adapt_input(model, channels, name)
+    model.actconv_replaced = swap_activations(model, make_act)
+    return model
+
+
+def build(kind: str, activation: str, options, input_shape, n_classes: int):
+    """A fresh network of a zoo kind for data of this shape: a fresh study activation per layer."""
+    from .activations import make_activation
+    prefix, name = _split(kind)
+    # timm calls act_layer(inplace=True) and the like: each call gets a fresh module of the study's
+    # activation, with its own settings (in-place or not does not change a number).
+    return _create(prefix, name, dict(options), lambda *a, **k: make_activation(activation),
+                   tuple(input_shape), n_classes)
+
+
+def swap_activations(model, make_act) -> tuple[str, ...]:
+    """Replace every activation module (SWAPPED) by make_act(); the replaced class names, sorted,
+    each with its count ("ReLU x9")."""
+    counts = {}
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            cls = type(child).__name__
+            if cls in SWAPPED and type(child).__module__.startswith("torch.nn"):
+                setattr(parent, child_name, make_act())
+                counts[cls] = counts.get(cls, 0) + 1
+    return tuple(f"{cls} x{n}" for cls, n in sorted(counts.items()))
+
+
+def _adapt_input(model, channels: int, name: str) -> None:
+    """The first convolution (in registration order: the stem) made to take `channels` input
+    channels, its shape otherwise kept; a fresh layer, as the rest of the untrained network."""
+    from torch import nn
+    path, conv = next(((p, m) for p, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
+    if conv is None:
+        raise ConfigError(f"torchvision:{name}: no convolution found to take {channels} channels")
+    if conv.in_channels == channels:
+        return
+    if conv.groups != 1:
+        raise ConfigError(f"torchvision:{name}: its first convolution is grouped; it takes "
+                          f"{conv.in_channels} channels only")
+    parent, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent), attr, nn.Conv2d(
+        channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, 1,
+        conv.bias is not None, conv.padding_mode))

@@ -1,0 +1,173 @@
+"""The field's networks: timm models built with the study's activation (act_layer), torchvision
+models with their activations swapped; counted, trained, stored and refused in one line."""
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from actconv.cli import main
+from actconv.errors import ConfigError
+from actconv.run.store import STORE_NAME
+from actconv.study import config, models
+from actconv.study import data as datasets
+from actconv.study.config import RunSpec
+from actconv.train.loop import train_run
+from actconv.train.recorder import layers
+
+RESNET10T = {"kind": "timm:resnet10t"}
+
+
+def spec_of(table: dict) -> config.ModelSpec:
+    return config.zoo_model_spec("test", table)
+
+
+def tiny_data(shape=(3, 16, 16), n=24, classes=4) -> datasets.Data:
+    g = torch.Generator().manual_seed(0)
+    return datasets.Data("synthetic", torch.rand(n, *shape, generator=g), torch.arange(n) % classes,
+                         torch.rand(8, *shape, generator=g), torch.arange(8) % classes, classes)
+
+
+def run_spec(model_spec, activation: str, **kw) -> RunSpec:
+    return RunSpec(model="net", model_spec=model_spec, activation=activation, seed=3, n_train=16,
+                   epochs=1, batch_size=8, lr=0.05, dataset="synthetic", **kw)
+
+
+def test_timm_builds_every_activation_fresh_from_the_study():
+    # resnet10t: three in its deep stem, two in each of its four basic blocks
+    model = models.build_for(spec_of(RESNET10T), "prelu", (1, 28, 28), 7)
+    prelus = [m for m in model.modules() if isinstance(m, nn.PReLU)]
+    assert len(prelus) == 11 == models.count_activations(model, "prelu")
+    assert len({id(m) for m in prelus}) == 11  # one module per layer, never shared
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())  # timm's default is gone
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+    # a PReLU's slope is one parameter per module on top of the ReLU network's
+    relu = models.build_for(spec_of(RESNET10T), "relu", (1, 28, 28), 7)
+    assert models.count_parameters(model) == models.count_parameters(relu) + 11
+    assert models.facts(model, "prelu") == {"parameters": models.count_parameters(model),
+                                            "activation_modules": 11, "replaced_activations": None}
+
+
+def test_torchvision_swaps_every_activation_module_and_adapts_the_input():
+    spec = spec_of({"kind": "torchvision:resnet18"})
+    model = models.build_for(spec, "silu", (1, 28, 28), 7)
+    # resnet18: the stem's ReLU and one per basic block (8 blocks)
+    assert model.actconv_replaced == ("ReLU x9",)
+    assert models.count_activations(model, "silu") == 9
+    assert not any(type(m) is nn.ReLU for m in model.modules())
+    assert model.conv1.in_channels == 1 and model.fc.out_features == 7
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+    # squeeze-excitation gates keep their sigmoid: they scale channels, they are not a layer's activation
+    mobile = models.build_for(spec_of({"kind": "torchvision:mobilenet_v3_small"}), "elu", (3, 32, 32), 5)
+    assert sum(type(m) is nn.ELU for m in mobile.modules()) == sum(
+        int(r.split(" x")[1]) for r in mobile.actconv_replaced)
+    assert any(type(m) is nn.Hardsigmoid for m in mobile.modules())
+    assert {r.split(" x")[0] for r in mobile.actconv_replaced} == {"Hardswish", "ReLU"}
+
+
+def test_the_run_id_holds_the_library_version_the_name_and_the_options():
+    plain, wide = spec_of(RESNET10T), spec_of({**RESNET10T, "drop_rate": 0.1})
+    assert plain.fingerprint == f"timm {timm.__version__}"
+    assert spec_of({"kind": "torchvision:resnet18"}).fingerprint == f"torchvision {torchvision.__version__}"
+    assert wide.options == (("drop_rate", 0.1),)
+    assert spec_of({**RESNET10T, "pretrained": False}) == plain  # the default: the same runs
+    ids = {run_spec(s, "relu").run_id for s in (plain, wide, spec_of({"kind": "timm:resnet14t"}))}
+    assert len(ids) == 3
+    assert timm.__version__ in run_spec(plain, "relu").to_json(identity=True)
+    r = run_spec(wide, "relu")
+    assert RunSpec.from_json(r.to_json()) == r  # the store's JSON gives the same spec back
+
+
+def test_two_activations_give_different_losses_from_the_same_seed():
+    data, spec = tiny_data(), spec_of(RESNET10T)
+    relu, tanh = train_run(run_spec(spec, "relu"), data), train_run(run_spec(spec, "tanh"), data)
+    again = train_run(run_spec(spec, "relu"), data)
+    assert relu.status == tanh.status == "done"
+    assert list(relu.batches["loss"]) == list(again.batches["loss"])  # the seed decides everything else
+    assert relu.batches["loss"][0] != tanh.batches["loss"][0]
+    assert relu.env["activation_modules"] == tanh.env["activation_modules"] == 11
+    tv = spec_of({"kind": "torchvision:resnet18"})
+    a, b = train_run(run_spec(tv, "relu"), data), train_run(run_spec(tv, "selu"), data)
+    assert a.batches["loss"][0] != b.batches["loss"][0] and b.env["replaced_activations"] == "ReLU x9"
+
+
+def test_auto_picks_the_loop_and_diagnostics_name_layers_by_module_path():
+    assert config.resolve_engine("auto", "timm:resnet10t") == "loop"
+    model = models.build_for(spec_of(RESNET10T), "relu", (3, 16, 16), 4)
+    names = [n for n, _, _ in layers(model, by_path=True)]
+    assert names[:4] == ["conv1.0", "conv1.3", "conv1.6", "layer1.0.conv1"] and names[-1] == "output"
+    result = train_run(run_spec(spec_of(RESNET10T), "relu", diagnostics=True), tiny_data())
+    recorded = {row[2] for row in result.diagnostics}
+    assert {"conv1.0", "layer4.0.conv2", "output"} <= recorded
+
+
+def test_a_zoo_network_trains_through_the_cli_and_the_store_lists_what_was_built(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["run", "--out", str(out), "--models", "timm:resnet10t,torchvision:resnet18", "--dataset", "digits",
+            "--activations", "relu,prelu", "--seeds", "1", "--n-train", "16", "--epochs", "1", "--jobs", "1",
+            "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    with sqlite3.connect(out / STORE_NAME) as c:
+        rows = c.execute("SELECT model, activation, engine, status, activation_modules, replaced_activations "
+                         "FROM runs ORDER BY model, activation").fetchall()
+    assert rows == [("timm:resnet10t", "prelu", "loop", "done", 11, None),
+                    ("timm:resnet10t", "relu", "loop", "done", 11, None),
+                    ("torchvision:resnet18", "prelu", "loop", "done", 9, "ReLU x9"),
+                    ("torchvision:resnet18", "relu", "loop", "done", 9, "ReLU x9")]
+    assert main(["report", str(out)]) == 0
+    page = (out / "report" / "index.html").read_text()
+    config_table = page[page.index("id='config'"):][:20000]
+    assert "activation_modules" in config_table and "ReLU x9" in config_table
+    assert str(models.count_parameters(models.build_for(spec_of(RESNET10T), "relu", (1, 8, 8), 10))) in config_table
+
+
+def test_an_unknown_timm_model_exits_2_in_one_line_through_the_real_cli(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "actconv.cli", "run", "--out", str(tmp_path / "out"),
+                        "--models", "timm:nonexistent", "--seeds", "1", "--n-train", "8", "--epochs", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().count("\n") == 0 and "unknown timm model 'nonexistent'" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "out").exists()
+
+
+BAD = {
+    "pretrained": ('kind = "timm:resnet10t"\npretrained = true\n', "pretrained weights are not"),
+    "no act_layer": ('kind = "timm:dla34"\n', "timm model 'dla34' does not take act_layer"),
+    "reserved": ('kind = "timm:resnet10t"\nnum_classes = 3\n', "option num_classes is set by actconv"),
+    "option": ('kind = "timm:resnet10t"\nwidth = 3\n', "refuses the options"),
+    "list option": ('kind = "timm:resnet10t"\nlayers = [1, 2]\n', "option layers must be a string"),
+    "torchvision name": ('kind = "torchvision:resnet_nope"\n', "unknown torchvision model 'resnet_nope'"),
+    "weights": ('kind = "torchvision:resnet18"\nweights = "DEFAULT"\n', "option weights is set by actconv"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_zoo_input_is_one_line_exit_2_and_nothing_stored(case, tmp_path, capsys):
+    table, message = BAD[case]
+    (tmp_path / "s.toml").write_text(f'activations = ["relu"]\nseeds = [1]\nn_train = [8]\n[models.m]\n{table}')
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_ensemble_refuses_a_zoo_network_in_one_line_before_the_store(tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["run", "--out", str(tmp_path / "out"), "--models", "timm:resnet10t", "--engine", "ensemble",
+                 "--dataset", "digits", "--activations", "relu", "--seeds", "1,2", "--n-train", "8",
+                 "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "ensemble engine cannot run layer" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "out" / STORE_NAME).exists()
+
+
+def test_zoo_kinds_validate_without_being_user_factories():
+    with pytest.raises(ConfigError, match="unknown timm model"):
+        config.with_overrides(config.load_preset("smoke"), models=["timm:nonexistent"])
+    study = config.with_overrides(config.load_preset("smoke"), models=["timm:resnet10t"], hidden_units=8)
+    assert dict(study.models)["timm:resnet10t"].hidden_units == 64  # its own architecture: flags leave it
