@@ -88,8 +88,9 @@ def _add_run(sub):
     g.add_argument("--replicas", type=int, help="siblings per run and perturbation (default 3)")
     g.add_argument("--perturb-seeds", type=_csv(int), help="the seeds that get siblings (default: all)")
     e = p.add_argument_group("data and execution")
-    e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10 "
-                                     "or npz:PATH (arrays x and y)")
+    e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10, "
+                                     "npz:PATH (arrays x and y) or torchvision:NAME (CIFAR10, CIFAR100, SVHN, "
+                                     "STL10, KMNIST, MNIST, FashionMNIST, EMNIST:SPLIT)")
     e.add_argument("--data-dir", help="folder with the raw IDX files (cifar10: with cifar-10-batches-py)")
     e.add_argument("--download", action="store_true", help="download the dataset if missing")
     e.add_argument("--device", help="auto, cpu or cuda")

@@ -21,6 +21,9 @@ DTYPES = ["float32", "float64"]
 # driver plans and stores it) without importing torch; a test keeps them equal.
 DATASETS = ["mnist-5k", "mnist", "fashion-mnist", "kmnist", "digits", "cifar10"]
 NPZ = "npz:"  # a user's arrays: npz:PATH
+TORCHVISION_DATA = "torchvision:"  # torchvision's classification sets: torchvision:NAME
+TORCHVISION_DATASETS = ["CIFAR10", "CIFAR100", "SVHN", "STL10", "EMNIST", "KMNIST", "MNIST", "FashionMNIST"]
+EMNIST_SPLITS = ["byclass", "bymerge", "balanced", "letters", "digits", "mnist"]  # torchvision:EMNIST:SPLIT
 MODELS = ["mlp", "tinyvgg"]  # and a user's factory, kind = "module:attr", and timm:NAME, torchvision:NAME
 INITS = acts.INITS
 
@@ -344,14 +347,31 @@ def dataset_ref(where: str, name: str, folder=None) -> tuple[str, str]:
     where = f"{where}: " if where else ""
     if name in DATASETS:
         return name, ""
+    if isinstance(name, str) and name.startswith(TORCHVISION_DATA):
+        return _torchvision_dataset(where, name), ""
     if not isinstance(name, str) or not name.startswith(NPZ) or len(name) == len(NPZ):
-        raise ConfigError(where + acts.unknown("dataset", name, DATASETS + [NPZ + "PATH"]))
+        raise ConfigError(where + acts.unknown("dataset", name, DATASETS + [NPZ + "PATH", TORCHVISION_DATA + "NAME"]))
     path = Path(folder or ".") / Path(name[len(NPZ):]).expanduser()
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     except OSError as e:
         raise ConfigError(f"{where}cannot read the npz file {path}: {e.strerror}") from None
     return NPZ + str(path.resolve()), digest
+
+
+def _torchvision_dataset(where: str, name: str) -> str:
+    """torchvision:NAME, or torchvision:EMNIST:SPLIT: EMNIST's six splits are six datasets, and
+    no default is assumed, so one spelling names one dataset (and one set of run ids)."""
+    base, _, variant = name[len(TORCHVISION_DATA):].partition(":")
+    if base not in TORCHVISION_DATASETS:
+        raise ConfigError(where + acts.unknown("torchvision dataset", base, TORCHVISION_DATASETS))
+    if base == "EMNIST" and variant not in EMNIST_SPLITS:
+        raise ConfigError(f"{where}EMNIST needs its split: torchvision:EMNIST:SPLIT, SPLIT one of "
+                          f"{', '.join(EMNIST_SPLITS)}" + (f" (got {variant!r})" if variant else ""))
+    if base != "EMNIST" and variant:
+        raise ConfigError(f"{where}torchvision:{base} takes no split (got {variant!r}); its own train and "
+                          f"test sets are used")
+    return name
 
 
 def _grid(where: str, table: dict, defaults: dict, models: dict, defs: dict | None = None,
