@@ -171,3 +171,23 @@ def test_zoo_kinds_validate_without_being_user_factories():
         config.with_overrides(config.load_preset("smoke"), models=["timm:nonexistent"])
     study = config.with_overrides(config.load_preset("smoke"), models=["timm:resnet10t"], hidden_units=8)
     assert dict(study.models)["timm:resnet10t"].hidden_units == 64  # its own architecture: flags leave it
+
+
+def test_resnet20_is_he_et_als_cifar_network_with_a_fresh_activation_per_layer():
+    model = models.build_model("resnet20", "prelu", input_shape=(3, 32, 32), n_classes=10)
+    prelus = [m for m in model.modules() if isinstance(m, nn.PReLU)]
+    assert len(prelus) == 19 == len({id(m) for m in prelus})  # the stem's and two per block, 9 blocks
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 19 and [c.out_channels for c in convs[1::6]] == [16, 32, 64]  # option A: no 1x1
+    relu = models.build_model("resnet20", "relu", input_shape=(3, 32, 32), n_classes=10)
+    assert models.count_parameters(relu) == 269_722  # the paper's 0.27M
+    assert models.count_parameters(model) == 269_722 + 19
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert models.build_model("resnet20", "relu", input_shape=(1, 8, 8), n_classes=3)(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    spec = config.BUILTIN_MODELS["resnet20"]
+    data = tiny_data()
+    a, b = train_run(run_spec(spec, "relu"), data), train_run(run_spec(spec, "elu"), data)
+    assert a.batches["loss"][0] != b.batches["loss"][0] and a.env["activation_modules"] == 19
+    assert config.resolve_engine("auto", "resnet20") == "loop"
+    study = config.with_overrides(config.load_preset("smoke"), models=["resnet20"], hidden_units=8)
+    assert dict(study.models)["resnet20"] == spec  # its widths are the paper's: the flag leaves it

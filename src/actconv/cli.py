@@ -61,7 +61,8 @@ def _add_run(sub):
     p.add_argument("--preset", help="a shipped study (see `actconv presets`)")
     p.add_argument("--out", required=True, help="output directory (holds the results store)")
     g = p.add_argument_group("grid (applied to every grid of the study)")
-    g.add_argument("--models", type=_csv(str), help="model names: mlp, mlp_original, tinyvgg or the study's own")
+    g.add_argument("--models", type=_csv(str), help="model names: mlp, mlp_original, tinyvgg, resnet20, the study's own, "
+                                                       "timm:NAME or torchvision:NAME")
     g.add_argument("--activations", type=_activation_list,
                    help="activations or family names; also elu(alpha=0.5), NAME=EXPRESSION of x, module:attr")
     g.add_argument("--seeds", type=_csv(int))

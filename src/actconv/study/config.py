@@ -24,7 +24,7 @@ NPZ = "npz:"  # a user's arrays: npz:PATH
 TORCHVISION_DATA = "torchvision:"  # torchvision's classification sets: torchvision:NAME
 TORCHVISION_DATASETS = ["CIFAR10", "CIFAR100", "SVHN", "STL10", "EMNIST", "KMNIST", "MNIST", "FashionMNIST"]
 EMNIST_SPLITS = ["byclass", "bymerge", "balanced", "letters", "digits", "mnist"]  # torchvision:EMNIST:SPLIT
-MODELS = ["mlp", "tinyvgg"]  # and a user's factory, kind = "module:attr", and timm:NAME, torchvision:NAME
+MODELS = ["mlp", "tinyvgg", "resnet20"]  # and a user's factory, kind = "module:attr", and timm:NAME, torchvision:NAME
 INITS = acts.INITS
 
 
@@ -46,6 +46,7 @@ BUILTIN_MODELS = {
     "mlp": ModelSpec("mlp"),
     "mlp_original": ModelSpec("mlp", activate_logits=True),
     "tinyvgg": ModelSpec("tinyvgg"),
+    "resnet20": ModelSpec("resnet20"),  # hidden_units unused: the paper's widths
 }
 
 
@@ -560,7 +561,7 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
     if changes:
         if changes.get("hidden_units", 1) <= 0:
             raise ConfigError(f"hidden_units must be positive, got {hidden_units}")
-        specs = {m: s if is_user_model(s.kind) else  # a user's factory has its own options
+        specs = {m: s if is_user_model(s.kind) or s.kind == "resnet20" else  # their own widths
                  replace(s, **{k: v for k, v in changes.items() if k == "hidden_units" or s.kind == "mlp"})
                  for m, s in specs.items()}
     train = {k: v for k, v in train.items() if v is not None}

@@ -1,5 +1,6 @@
-"""The study's models: the original MLP and TinyVGG, or a user's factory, or a timm or torchvision
-network (`zoo`), built fresh per run for the dataset's input shape and class count."""
+"""The study's models: the original MLP and TinyVGG, He et al.'s CIFAR ResNet-20, a user's factory,
+or a timm or torchvision network (`zoo`), built fresh per run for the dataset's input shape and
+class count."""
 import math
 
 import torch
@@ -63,7 +64,58 @@ def tinyvgg(activation: str, hidden_units: int = 64, input_shape=IMAGE_SHAPE,
     return TinyVGG(activation, hidden_units, input_shape, n_classes)
 
 
-MODELS = {"mlp": mlp, "tinyvgg": tinyvgg}
+class BasicBlock(nn.Module):
+    """He et al.'s CIFAR block: [Conv3x3 -> BN -> act -> Conv3x3 -> BN] + shortcut -> act. The
+    shortcut is their option A, parameter-free: identity, or where the block halves the map,
+    every second pixel with the new channels zero-padded."""
+
+    def __init__(self, activation: str, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.act1 = make_activation(activation)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.act2 = make_activation(activation)  # after the sum: its own module, never act1 again
+        self.stride, self.pad = stride, c_out - c_in
+
+    def forward(self, x):
+        shortcut = x
+        if self.stride != 1 or self.pad:
+            shortcut = nn.functional.pad(x[:, :, ::self.stride, ::self.stride],
+                                         (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))) + shortcut)
+
+
+class ResNet20(nn.Module):
+    """He et al. 2016 (arXiv 1512.03385, section 4.2), n = 3: Conv3x3(16) -> BN -> act, three
+    stages of three BasicBlocks with 16, 32 and 64 channels (the second and third start with
+    stride 2), global average pooling, Linear(64, classes). 0.27M parameters on CIFAR-10."""
+
+    def __init__(self, activation: str, input_shape=IMAGE_SHAPE, n_classes: int = N_CLASSES):
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_shape[0], 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.act1 = make_activation(activation)
+        blocks, c_in = [], 16
+        for c_out, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                blocks.append(BasicBlock(activation, c_in, c_out, stride if i == 0 else 1))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, n_classes)
+
+    def forward(self, x):
+        x = self.blocks(self.act1(self.bn1(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def resnet20(activation: str, input_shape=IMAGE_SHAPE, n_classes: int = N_CLASSES, **_) -> ResNet20:
+    """ResNet-20 for CIFAR-style images (any size: the pooling is global)."""
+    return ResNet20(activation, input_shape, n_classes)
+
+
+MODELS = {"mlp": mlp, "tinyvgg": tinyvgg, "resnet20": resnet20}
 
 
 def build_model(kind: str, activation: str, init: str = "default", **options) -> nn.Module:
@@ -77,8 +129,9 @@ def build_model(kind: str, activation: str, init: str = "default", **options) ->
     elif kind not in MODELS:
         raise ConfigError(unknown("model kind", kind, [*MODELS, "module:attr", "timm:NAME", "torchvision:NAME"]))
     else:
-        if kind == "tinyvgg":
-            options = {k: v for k, v in options.items() if k in ("hidden_units", "input_shape", "n_classes")}
+        if kind in ("tinyvgg", "resnet20"):  # resnet20's width is the paper's
+            keep = ("hidden_units", "input_shape", "n_classes") if kind == "tinyvgg" else ("input_shape", "n_classes")
+            options = {k: v for k, v in options.items() if k in keep}
         model = MODELS[kind](activation, **options)
     initialise(model, recommended_init(activation) if init == "auto" else init)
     return model
