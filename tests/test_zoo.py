@@ -191,3 +191,17 @@ def test_resnet20_is_he_et_als_cifar_network_with_a_fresh_activation_per_layer()
     assert config.resolve_engine("auto", "resnet20") == "loop"
     study = config.with_overrides(config.load_preset("smoke"), models=["resnet20"], hidden_units=8)
     assert dict(study.models)["resnet20"] == spec  # its widths are the paper's: the flag leaves it
+
+
+def test_the_cifar_small_preset_runs_on_cifar_files(tmp_path, capsys):
+    from test_user_data import write_cifar
+    write_cifar(tmp_path / "data", per_batch=8, n_test=4)
+    out = tmp_path / "out"
+    assert main(["run", "--preset", "cifar-small", "--out", str(out), "--data-dir", str(tmp_path / "data"),
+                 "--activations", "relu", "--seeds", "1", "--n-train", "16", "--epochs", "1", "--validation", "4",
+                 "--jobs", "1", "--quiet"]) == 0, capsys.readouterr().err
+    with sqlite3.connect(out / STORE_NAME) as c:
+        assert c.execute("SELECT model, status, dataset, input_shape, activation_modules FROM runs "
+                         "ORDER BY model").fetchall() == [
+            ("resnet10t", "done", "torchvision:CIFAR10", "3x32x32", 11),
+            ("resnet20", "done", "torchvision:CIFAR10", "3x32x32", 19)]

@@ -192,6 +192,9 @@ def cmd_datasets(args) -> int:
     for name in DATASETS:
         print(f"{name:<14} {notes.get(name, '')}")
     print(f"{'npz:PATH':<14} your arrays: x [N, H, W] or [N, C, H, W], y [N]; optional x_test, y_test")
+    print(f"{'torchvision:NAME':<14} torchvision's own class and split, from --data-dir or --download: "
+          f"{', '.join(config.TORCHVISION_DATASETS)} (EMNIST as torchvision:EMNIST:SPLIT, SPLIT one of "
+          f"{', '.join(config.EMNIST_SPLITS)})")
     return 0
 
 

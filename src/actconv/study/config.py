@@ -608,11 +608,22 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
 COST_PER_SAMPLE = {"mlp": 2.5e-5 / 50890, "tinyvgg": 1.7e-6}  # per parameter; per hidden unit squared
 
 
+# Per training image and per scored image (each epoch scores the test set, taken as CIFAR-10's
+# 10,000, and the validation split), measured by benchmarks/zoo_cost.py, one thread, CPU time.
+COST_PER_IMAGE = {"resnet20": (4.1e-3, 1.25e-3), "timm:resnet10t": (2.2e-3, 0.77e-3)}
+CIFAR_TEST = 10_000
+
+
 def estimate_seconds(study: StudySpec) -> float:
     """A rough wall-time estimate for one worker."""
     total = 0.0
     for spec in study.runs():
         m = spec.model_spec
+        if m.kind in COST_PER_IMAGE:
+            train, scored = COST_PER_IMAGE[m.kind]
+            total += (spec.n_train * spec.epochs * train
+                      + (spec.n_train + (spec.epochs + 1) * (CIFAR_TEST + spec.validation)) * scored)
+            continue
         h = m.hidden_units
         params = 784 * h + (m.hidden_layers - 1) * h * h + 10 * h
         per = (COST_PER_SAMPLE["mlp"] * max(params, 50890) if m.kind == "mlp"
