@@ -205,3 +205,22 @@ def test_the_cifar_small_preset_runs_on_cifar_files(tmp_path, capsys):
                          "ORDER BY model").fetchall() == [
             ("resnet10t", "done", "torchvision:CIFAR10", "3x32x32", 11),
             ("resnet20", "done", "torchvision:CIFAR10", "3x32x32", 19)]
+
+
+def applications(model, cls, shape) -> tuple[int, int]:
+    """(modules of cls, their calls in one forward pass)."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in model.modules() if type(m) is cls]
+    model.eval()(torch.zeros(1, *shape))
+    for h in hooks:
+        h.remove()
+    return len(hooks), len(calls)
+
+
+def test_the_readme_limit_of_the_swap_torchvision_resnet_reuses_its_relu_timm_does_not():
+    tv = models.build_for(spec_of({"kind": "torchvision:resnet18"}), "prelu", (3, 32, 32), 10)
+    assert applications(tv, nn.PReLU, (3, 32, 32)) == (9, 17)
+    tm = models.build_for(spec_of({"kind": "timm:resnet18"}), "prelu", (3, 32, 32), 10)
+    assert applications(tm, nn.PReLU, (3, 32, 32)) == (17, 17)
+    with pytest.raises(ConfigError, match="googlenet has no activation module to swap"):
+        spec_of({"kind": "torchvision:googlenet"})  # its ReLUs are F.relu calls
