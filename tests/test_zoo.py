@@ -108,15 +108,15 @@ def test_auto_picks_the_loop_and_diagnostics_name_layers_by_module_path():
 def test_a_zoo_network_trains_through_the_cli_and_the_store_lists_what_was_built(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["run", "--out", str(out), "--models", "timm:resnet10t,torchvision:resnet18", "--dataset", "digits",
-            "--activations", "relu,prelu", "--seeds", "1", "--n-train", "16", "--epochs", "1", "--jobs", "1",
+            "--activations", "relu,elu", "--seeds", "1", "--n-train", "16", "--epochs", "1", "--jobs", "1",
             "--quiet"]
     assert main(args) == 0, capsys.readouterr().err
     with sqlite3.connect(out / STORE_NAME) as c:
         rows = c.execute("SELECT model, activation, engine, status, activation_modules, replaced_activations "
                          "FROM runs ORDER BY model, activation").fetchall()
-    assert rows == [("timm:resnet10t", "prelu", "loop", "done", 11, None),
+    assert rows == [("timm:resnet10t", "elu", "loop", "done", 11, None),
                     ("timm:resnet10t", "relu", "loop", "done", 11, None),
-                    ("torchvision:resnet18", "prelu", "loop", "done", 9, "ReLU x9"),
+                    ("torchvision:resnet18", "elu", "loop", "done", 9, "ReLU x9"),
                     ("torchvision:resnet18", "relu", "loop", "done", 9, "ReLU x9")]
     assert main(["report", str(out)]) == 0
     page = (out / "report" / "index.html").read_text()
@@ -218,9 +218,33 @@ def applications(model, cls, shape) -> tuple[int, int]:
 
 
 def test_the_readme_limit_of_the_swap_torchvision_resnet_reuses_its_relu_timm_does_not():
-    tv = models.build_for(spec_of({"kind": "torchvision:resnet18"}), "prelu", (3, 32, 32), 10)
-    assert applications(tv, nn.PReLU, (3, 32, 32)) == (9, 17)
+    tv = models.build_for(spec_of({"kind": "torchvision:resnet18"}), "silu", (3, 32, 32), 10)
+    assert applications(tv, nn.SiLU, (3, 32, 32)) == (9, 17)
     tm = models.build_for(spec_of({"kind": "timm:resnet18"}), "prelu", (3, 32, 32), 10)
     assert applications(tm, nn.PReLU, (3, 32, 32)) == (17, 17)
     with pytest.raises(ConfigError, match="googlenet has no activation module to swap"):
         spec_of({"kind": "torchvision:googlenet"})  # its ReLUs are F.relu calls
+
+
+def test_a_learned_activation_on_a_reused_module_is_refused_before_the_store(tmp_path, capsys):
+    # resnet18 applies 8 of its 9 relu modules twice: a PReLU's slope would be shared there
+    capsys.readouterr()
+    assert main(["run", "--out", str(tmp_path / "out"), "--models", "torchvision:resnet18", "--dataset", "digits",
+                 "--activations", "relu,prelu,elu", "--seeds", "1", "--n-train", "8", "--epochs", "1",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "torchvision:resnet18 applies 8 of its activation modules in more than one place" in err
+    assert "prelu's parameters would be shared" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "out").exists()
+    # the same network without reuse (mobilenet) takes it: a module per place
+    mobile = models.build_for(spec_of({"kind": "torchvision:mobilenet_v3_small"}), "prelu", (3, 32, 32), 10)
+    assert applications(mobile, nn.PReLU, (3, 32, 32)) == (33, 33)
+
+
+def test_a_grid_may_name_a_network_without_a_table():
+    study = config.study_from_dict({"name": "g", "grid": [{"models": ["timm:resnet10t", "resnet20"],
+                                                           "activations": ["relu"], "seeds": [1], "n_train": [8]}]})
+    assert dict(study.models)["timm:resnet10t"] == spec_of(RESNET10T)
+    assert [r.model for r in study.runs()] == ["timm:resnet10t", "resnet20"]
+    with pytest.raises(ConfigError, match="unknown timm model 'nope'"):
+        config.study_from_dict({"name": "g", "grid": [{"models": ["timm:nope"]}]})

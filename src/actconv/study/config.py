@@ -439,6 +439,11 @@ def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
         models[name] = _model_spec(f"{where} [models.{name}]", table, folder)
     defaults = {k: v for k, v in d.items() if k in GRID_KEYS and k != "models"}
     grid_tables = d.get("grid") or [{"models": [m for m in d.get("models", {})] or ["mlp"]}]
+    for table in grid_tables:  # a grid may name a network without a table: models = ["timm:resnet10t"]
+        names = table.get("models") if isinstance(table, dict) else None
+        for m in names if isinstance(names, list) else []:
+            if m not in models and zoo.is_zoo(m):
+                models[m] = zoo_model_spec(f"{where} [[grid]] models", {"kind": m})
     grids = []
     for i, table in enumerate(grid_tables):
         if not isinstance(table, dict):

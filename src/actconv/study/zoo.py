@@ -48,9 +48,9 @@ def validate(kind: str, options: dict, where: str) -> tuple[tuple, str]:
     known = library.list_models() if prefix == TIMM else library.models.list_models(module=library.models)
     if name not in known:
         close = [m for m in known if m.startswith(name[:4])][:10]
+        lister = "timm.list_models()" if prefix == TIMM else "torchvision.models.list_models()"
         raise ConfigError(f"{where}: unknown {prefix[:-1]} model {name!r}"
-                          + (f"; similar: {', '.join(close)}" if close else
-                             f"; list them with {'timm.list_models()' if prefix == TIMM else 'torchvision.models.list_models()'}"))
+                          + (f"; similar: {', '.join(close)}" if close else f"; list them with {lister}"))
     import torch
     probe = _probe_class()
     try:
@@ -115,8 +115,34 @@ def build(kind: str, activation: str, options, input_shape, n_classes: int):
     prefix, name = _split(kind)
     # timm calls act_layer(inplace=True) and the like: each call gets a fresh module of the study's
     # activation, with its own settings (in-place or not does not change a number).
-    return _create(prefix, name, dict(options), lambda *a, **k: make_activation(activation),
-                   tuple(input_shape), n_classes)
+    model = _create(prefix, name, dict(options), lambda *a, **k: make_activation(activation),
+                    tuple(input_shape), n_classes)
+    if prefix == TORCHVISION and next(make_activation(activation).parameters(), None) is not None:
+        _refuse_shared(model, kind, activation, input_shape)
+    return model
+
+
+def _refuse_shared(model, kind: str, activation: str, input_shape) -> None:
+    """A network that applies one activation module in several places (torchvision's ResNet
+    blocks) would share a learned activation's parameters between them: refused, in one line."""
+    import torch
+    calls = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1))
+             for m in model.modules() if getattr(m, "actconv_swapped", False)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    except Exception:  # noqa: BLE001 -- a network that cannot take the data: check_fits says so
+        return
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train()
+    shared = sum(n > 1 for n in calls.values())
+    if shared:
+        raise ConfigError(f"{kind} applies {shared} of its activation modules in more than one place, so "
+                          f"{activation}'s parameters would be shared there; use a parameter-free activation, "
+                          f"or timm's network of the same name (a module per place)")
 
 
 def swap_activations(model, make_act) -> tuple[str, ...]:
@@ -127,7 +153,9 @@ def swap_activations(model, make_act) -> tuple[str, ...]:
         for child_name, child in list(parent.named_children()):
             cls = type(child).__name__
             if cls in SWAPPED and type(child).__module__.startswith("torch.nn"):
-                setattr(parent, child_name, make_act())
+                fresh = make_act()
+                fresh.actconv_swapped = True  # what _refuse_shared counts
+                setattr(parent, child_name, fresh)
                 counts[cls] = counts.get(cls, 0) + 1
     return tuple(f"{cls} x{n}" for cls, n in sorted(counts.items()))
 
