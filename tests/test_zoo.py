@@ -248,3 +248,28 @@ def test_a_grid_may_name_a_network_without_a_table():
     assert [r.model for r in study.runs()] == ["timm:resnet10t", "resnet20"]
     with pytest.raises(ConfigError, match="unknown timm model 'nope'"):
         config.study_from_dict({"name": "g", "grid": [{"models": ["timm:nope"]}]})
+
+
+def test_in_place_layers_after_a_swapped_activation_do_not_break_the_backward_pass():
+    # mobilenet_v3's classifier: Hardswish then Dropout(inplace=True); with a ReLU swapped in, the
+    # dropout overwrote the output that ReLU's backward needs (found by a CLI run)
+    spec = spec_of({"kind": "torchvision:mobilenet_v3_small"})
+    model = models.build_for(spec, "relu", (3, 32, 32), 10)
+    assert not any(getattr(m, "inplace", False) for m in model.modules())
+    result = train_run(run_spec(spec, "relu"), tiny_data((3, 32, 32)))
+    assert result.status == "done", result.error
+
+
+def test_activation_modules_counts_what_actconv_put_in_not_a_timm_networks_own():
+    # timm's mobilenetv3 takes act_layer for its 19 blocks' activations; its squeeze-excitation
+    # blocks keep their own 14 ReLUs, whatever the study's activation
+    spec = spec_of({"kind": "timm:mobilenetv3_small_050"})
+    relu, tanh = (models.build_for(spec, a, (3, 32, 32), 10) for a in ("relu", "tanh"))
+    assert models.count_activations(relu, "relu") == models.count_activations(tanh, "tanh") == 19
+    assert sum(type(m) is nn.ReLU for m in relu.modules()) == 33
+    assert sum(type(m) is nn.ReLU for m in tanh.modules()) == 14
+
+
+def test_a_network_the_meta_device_cannot_build_is_validated_on_the_cpu():
+    # torchvision's regnet computes its widths from tensor values, which meta tensors do not hold
+    assert spec_of({"kind": "torchvision:regnet_x_400mf"}).kind == "torchvision:regnet_x_400mf"

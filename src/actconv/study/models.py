@@ -220,7 +220,11 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_activations(model: nn.Module, activation: str) -> int:
-    """Modules of the study activation's class in the network: each layer's own."""
+    """The study activation's modules in the network: in a zoo network those actconv put in (a
+    timm network may keep activations of its own, mobilenetv3's squeeze-excitation ReLUs),
+    elsewhere the modules of its class."""
+    if any(getattr(m, "actconv_swapped", False) for m in model.modules()):
+        return sum(getattr(m, "actconv_swapped", False) for m in model.modules())
     cls = type(make_activation(activation))
     return sum(type(m) is cls for m in model.modules())
 

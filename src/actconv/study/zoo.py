@@ -51,11 +51,9 @@ def validate(kind: str, options: dict, where: str) -> tuple[tuple, str]:
         lister = "timm.list_models()" if prefix == TIMM else "torchvision.models.list_models()"
         raise ConfigError(f"{where}: unknown {prefix[:-1]} model {name!r}"
                           + (f"; similar: {', '.join(close)}" if close else f"; list them with {lister}"))
-    import torch
     probe = _probe_class()
     try:
-        with torch.device("meta"):
-            model = _create(prefix, name, options, lambda *a, **k: probe(), (3, 224, 224), 10)
+        model = _create_anywhere(prefix, name, options, lambda *a, **k: probe())
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     except TypeError as e:
@@ -72,6 +70,19 @@ def validate(kind: str, options: dict, where: str) -> tuple[tuple, str]:
     if prefix == TORCHVISION and not model.actconv_replaced:
         raise ConfigError(f"{where}: {kind} has no activation module to swap ({', '.join(SWAPPED)})")
     return tuple(sorted(options.items())), f"{prefix[:-1]} {library.__version__}"
+
+
+def _create_anywhere(prefix: str, name: str, options: dict, make_act):
+    """The network built on the meta device (no memory, no time), else, where its constructor
+    reads values (torchvision's regnet computes widths from tensors), on the CPU."""
+    import torch
+    try:
+        with torch.device("meta"):
+            return _create(prefix, name, options, make_act, (3, 224, 224), 10)
+    except (TypeError, ConfigError):
+        raise  # the options: the CPU would refuse them just the same
+    except Exception:  # noqa: BLE001 -- meta tensors cannot do everything a constructor may ask
+        return _create(prefix, name, options, make_act, (3, 224, 224), 10)
 
 
 def _library(prefix: str):
@@ -100,12 +111,19 @@ def _create(prefix: str, name: str, options: dict, make_act, input_shape, n_clas
     channels = input_shape[0]
     if prefix == TIMM:
         import timm
-        return timm.create_model(name, pretrained=False, num_classes=n_classes, in_chans=channels,
-                                 act_layer=make_act, **options)
-    from torchvision import models
-    model = models.get_model(name, weights=None, num_classes=n_classes, **options)
-    _adapt_input(model, channels, name)
-    model.actconv_replaced = swap_activations(model, make_act)
+        model = timm.create_model(name, pretrained=False, num_classes=n_classes, in_chans=channels,
+                                  act_layer=make_act, **options)
+    else:
+        from torchvision import models
+        model = models.get_model(name, weights=None, num_classes=n_classes, **options)
+        _adapt_input(model, channels, name)
+        model.actconv_replaced = swap_activations(model, make_act)
+    # In-place layers were paired with the activation they follow (mobilenet's Dropout(inplace)
+    # after Hardswish); after a swapped ReLU or tanh, which keep their output for the backward
+    # pass, they break it. Out of place computes the same numbers.
+    for m in model.modules():
+        if isinstance(getattr(m, "inplace", None), bool):
+            m.inplace = False
     return model
 
 
@@ -115,8 +133,11 @@ def build(kind: str, activation: str, options, input_shape, n_classes: int):
     prefix, name = _split(kind)
     # timm calls act_layer(inplace=True) and the like: each call gets a fresh module of the study's
     # activation, with its own settings (in-place or not does not change a number).
-    model = _create(prefix, name, dict(options), lambda *a, **k: make_activation(activation),
-                    tuple(input_shape), n_classes)
+    def make_act(*_, **__):
+        module = make_activation(activation)
+        module.actconv_swapped = True  # what count_activations and _refuse_shared count
+        return module
+    model = _create(prefix, name, dict(options), make_act, tuple(input_shape), n_classes)
     if prefix == TORCHVISION and next(make_activation(activation).parameters(), None) is not None:
         _refuse_shared(model, kind, activation, input_shape)
     return model
@@ -153,9 +174,7 @@ def swap_activations(model, make_act) -> tuple[str, ...]:
         for child_name, child in list(parent.named_children()):
             cls = type(child).__name__
             if cls in SWAPPED and type(child).__module__.startswith("torch.nn"):
-                fresh = make_act()
-                fresh.actconv_swapped = True  # what _refuse_shared counts
-                setattr(parent, child_name, fresh)
+                setattr(parent, child_name, make_act())
                 counts[cls] = counts.get(cls, 0) + 1
     return tuple(f"{cls} x{n}" for cls, n in sorted(counts.items()))
 
