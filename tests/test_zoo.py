@@ -273,3 +273,17 @@ def test_activation_modules_counts_what_actconv_put_in_not_a_timm_networks_own()
 def test_a_network_the_meta_device_cannot_build_is_validated_on_the_cpu():
     # torchvision's regnet computes its widths from tensor values, which meta tensors do not hold
     assert spec_of({"kind": "torchvision:regnet_x_400mf"}).kind == "torchvision:regnet_x_400mf"
+
+
+NETWORKS = [("torchvision:squeezenet1_1", {}), ("torchvision:shufflenet_v2_x0_5", {}),
+            ("torchvision:mobilenet_v2", {}), ("timm:convnext_atto", {}),
+            ("timm:vit_tiny_patch16_224", {"img_size": 32}), ("timm:mobilenetv3_small_050", {})]
+
+
+@pytest.mark.parametrize("kind, options", NETWORKS, ids=[k for k, _ in NETWORKS])
+def test_networks_of_both_libraries_train_and_their_activation_changes_the_loss(kind, options):
+    spec, data = spec_of({"kind": kind, **options}), tiny_data((3, 32, 32), n=16)
+    relu, tanh = train_run(run_spec(spec, "relu"), data), train_run(run_spec(spec, "tanh"), data)
+    assert relu.status == tanh.status == "done", (relu.error, tanh.error)
+    assert relu.batches["loss"][0] != tanh.batches["loss"][0]
+    assert relu.env["activation_modules"] == tanh.env["activation_modules"] > 0
