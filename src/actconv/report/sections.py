@@ -59,7 +59,8 @@ def config_section(runs: pd.DataFrame) -> list:
         row = {"model": model}
         for col in ("model_kind", "activate_logits", "hidden_units", "hidden_layers", "dataset",
                     "epochs", "batch_size", "optimizer", "lr", "engine", "torch_version",
-                    "device", "threads", "dtype"):
+                    "device", "threads", "dtype", "parameters", "activation_modules",
+                    "replaced_activations"):  # the last three: as built, per activation (PReLU adds)
             if col in g.columns:
                 row[col] = ", ".join(str(v) for v in sorted(g[col].dropna().unique(), key=str))
         row["activations"] = g["activation"].nunique()

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, StoreError
+from ..study import zoo
 from ..study.config import RunSpec, StudySpec
 from . import pool, ray_tasks, serial
 from .execution import DataArgs, Lost, Options
@@ -112,8 +113,10 @@ def run_study(study: StudySpec, out_dir, *, jobs: int | str = 1, executor: str =
     backend = BACKENDS["serial" if executor == "local" and jobs == 1 else executor]
     # Everything is validated before the store is touched (with a pool, by a worker, so the
     # driver never imports torch).
-    models = tuple({s.model: (s.model, s.model_spec, s.activation, s.engine, s.activation_def)
-                    for s in specs}.values())
+    # One activation per model, but every one for a zoo network: whether it builds may depend on
+    # the activation (a torchvision network that reuses a module refuses a parametric one).
+    models = tuple({(s.model, s.activation if zoo.is_zoo(s.model_spec.kind) else ""):
+                    (s.model, s.model_spec, s.activation, s.engine, s.activation_def) for s in specs}.values())
     pool_size, has_cuda, input_shape, n_classes = backend.probe(data_args, cuda, models)
     too_big = sorted({s.n_train for s in specs if s.n_train > pool_size})
     if too_big:

@@ -232,6 +232,7 @@ def _train(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
     xs = torch.stack([p[0] for p in prepared])  # [K, n, C, H, W]: each member's own subset
     ys = torch.stack([p[1] for p in prepared])
     stack = Stack([p[2] for p in prepared])
+    built = [environment(s, p[2]) for s, p in zip(unit, prepared)]  # facts of each member's own model
     del prepared
     vals = [validation_set(s, data) for s in unit]  # [K, V, ...]: each member's own split
     val = (torch.stack([v[0] for v in vals]), torch.stack([v[1] for v in vals])) if spec.validation else None
@@ -306,7 +307,7 @@ def _train(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
     for i, s in enumerate(unit):
         results.append(RunResult(s, status[i], epochs[i], batch_table(losses[i], accs[i], steps),
                                  diagnostics=diag.rows[i] if diag else [], diverged_step=diverged_step[i],
-                                 wall_s=wall, env=environment(s)))
+                                 wall_s=wall, env=built[i]))
     return results
 
 
