@@ -99,10 +99,15 @@ def test_auto_picks_the_loop_and_diagnostics_name_layers_by_module_path():
     assert config.resolve_engine("auto", "timm:resnet10t") == "loop"
     model = models.build_for(spec_of(RESNET10T), "relu", (3, 16, 16), 4)
     names = [n for n, _, _ in layers(model, by_path=True)]
-    assert names[:4] == ["conv1.0", "conv1.3", "conv1.6", "layer1.0.conv1"] and names[-1] == "output"
+    assert names[:4] == ["layer1:conv1.0", "layer2:conv1.3", "layer3:conv1.6", "layer4:layer1.0.conv1"]
+    assert names[-1] == "output"
     result = train_run(run_spec(spec_of(RESNET10T), "relu", diagnostics=True), tiny_data())
     recorded = {row[2] for row in result.diagnostics}
-    assert {"conv1.0", "layer4.0.conv2", "output"} <= recorded
+    assert {"layer1:conv1.0", "output"} <= recorded and any(n.endswith(":layer4.0.conv2") for n in recorded)
+    # the analysis sees them as hidden layers, in forward order, as it sees an MLP's layer1, layer2
+    from actconv.analysis.diagnostics import hidden_layers
+    hidden = hidden_layers(recorded)
+    assert hidden[:4] == names[:4] and "output" not in hidden and len(hidden) == len(names) - 1
 
 
 def test_a_zoo_network_trains_through_the_cli_and_the_store_lists_what_was_built(tmp_path, capsys):

@@ -21,9 +21,11 @@ GROUP = CONFIG_KEYS
 
 
 def layer_order(name: str) -> tuple:
-    """Sort key: layer1, layer2, ..., layer10, output, then anything else."""
-    if name.startswith("layer") and name[5:].isdigit():
-        return (0, int(name[5:]))
+    """Sort key: layer1, layer2, ..., layer10, output, then anything else; a network's own
+    layers are 'layerN:module.path' (the position first, then where it sits)."""
+    head = name.split(":", 1)[0]
+    if head.startswith("layer") and head[5:].isdigit():
+        return (0, int(head[5:]))
     return (1, 0) if name == OUTPUT else (2, name)
 
 

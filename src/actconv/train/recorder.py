@@ -56,10 +56,10 @@ def plan(modules) -> list[tuple[str, int, int | None]]:
 
 def layers(model: nn.Module, by_path: bool = False) -> list[tuple[str, nn.Module, nn.Module | None]]:
     """(name, weight layer, its activation or None) in forward order; the last is 'output'.
-    by_path: hidden layers named by their module path (`layer1.0.conv2`), as a timm or
-    torchvision network names them, not by their position."""
+    by_path: hidden layers named by position and module path (`layer5:layer1.0.conv2`), as a
+    timm or torchvision network names them; the position keeps the analysis's forward order."""
     paths, mods = zip(*model.named_modules())
-    return [(paths[w] if by_path and name != OUTPUT else name, mods[w], None if a is None else mods[a])
+    return [(f"{name}:{paths[w]}" if by_path and name != OUTPUT else name, mods[w], None if a is None else mods[a])
             for name, w, a in plan(mods)]
 
 
