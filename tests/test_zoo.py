@@ -1,5 +1,6 @@
 """The field's networks: timm models built with the study's activation (act_layer), torchvision
 models with their activations swapped; counted, trained, stored and refused in one line."""
+import re
 import sqlite3
 import subprocess
 import sys
@@ -128,6 +129,8 @@ def test_a_zoo_network_trains_through_the_cli_and_the_store_lists_what_was_built
     config_table = page[page.index("id='config'"):][:20000]
     assert "activation_modules" in config_table and "ReLU x9" in config_table
     assert str(models.count_parameters(models.build_for(spec_of(RESNET10T), "relu", (1, 8, 8), 10))) in config_table
+    knobs = config_table[config_table.index("hidden_units"):].split("</tr>")[0]  # an MLP's, not a ResNet's
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", knobs) == ["", ""]
 
 
 def test_an_unknown_timm_model_exits_2_in_one_line_through_the_real_cli(tmp_path):

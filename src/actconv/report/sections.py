@@ -61,7 +61,10 @@ def config_section(runs: pd.DataFrame) -> list:
                     "epochs", "batch_size", "optimizer", "lr", "engine", "torch_version",
                     "device", "threads", "dtype", "parameters", "activation_modules",
                     "replaced_activations"):  # the last three: as built, per activation (PReLU adds)
-            if col in g.columns:
+            if col in ("activate_logits", "hidden_units", "hidden_layers") and "model_kind" in g.columns \
+                    and not g["model_kind"].isin(["mlp", "tinyvgg"]).any():
+                row[col] = ""  # the MLP's and TinyVGG's knobs: a ResNet or a timm network has none
+            elif col in g.columns:
                 row[col] = ", ".join(str(v) for v in sorted(g[col].dropna().unique(), key=str))
         row["activations"] = g["activation"].nunique()
         row["seeds"] = ", ".join(str(s) for s in sorted(g["seed"].unique()))
