@@ -87,6 +87,15 @@ def _add_run(sub):
                    help="perturbed siblings of every run: init (one weight's lowest bit), order (batch order)")
     g.add_argument("--replicas", type=int, help="siblings per run and perturbation (default 3)")
     g.add_argument("--perturb-seeds", type=_csv(int), help="the seeds that get siblings (default: all)")
+    h = p.add_argument_group("search (per model, activation and n_train: tune on validation, confirm on fresh seeds)")
+    h.add_argument("--search", action="append", metavar="AXIS=RANGE",
+                   help="a searched setting (repeatable): lr=log(0.001,1), momentum=uniform(0,0.9), "
+                        "weight_decay=[0,0.0001]; int(a,b) too")
+    h.add_argument("--trials", type=int, help="settings tried per cell (default 12)")
+    h.add_argument("--sampler", help="Optuna's sampler: tpe (default), random or qmc")
+    h.add_argument("--tune-seeds", help="seeds each trial trains on, such as 1,2,3 (default)")
+    h.add_argument("--confirm-seeds", help="fresh seeds the chosen setting trains on, such as 101-130 "
+                                           "(default: the study's seeds)")
     e = p.add_argument_group("data and execution")
     e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10 "
                                      "or npz:PATH (arrays x and y)")
@@ -107,7 +116,7 @@ def _add_run(sub):
 GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size", "lr", "momentum",
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
               "diagnostics", "grad_every", "validation", "dataset", "device", "threads", "perturb",
-              "replicas", "perturb_seeds"]
+              "replicas", "perturb_seeds", "search", "trials", "sampler", "tune_seeds", "confirm_seeds"]
 
 
 def study_from_args(args) -> config.StudySpec:
@@ -128,13 +137,25 @@ def study_from_args(args) -> config.StudySpec:
 
 def cmd_run(args) -> int:
     from .run.queue import run_study
+    from .run.search import run_search
     study = study_from_args(args)
-    outcome = run_study(study, args.out, jobs=args.jobs, executor=args.executor,
-                        data_dir=args.data_dir, download=args.download, progress=not args.quiet,
-                        retries=args.retries, ray_address=args.ray_address)
+    outcome = (run_search if study.search else run_study)(
+        study, args.out, jobs=args.jobs, executor=args.executor, data_dir=args.data_dir,
+        download=args.download, progress=not args.quiet, retries=args.retries,
+        ray_address=args.ray_address)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     print(f"{study.name}: {outcome.total} runs ({outcome.executed} executed, {outcome.skipped} already "
           f"stored) in {outcome.wall_s:.1f} s; store: {counts}")
+    if study.search:
+        s = study.search
+        n_cells = len({t.cell for t in outcome.trials})
+        print(f"search: {n_cells} cells x {s.trials} trials ({s.sampler}) on seeds "
+              f"{_seeds_text(s.tune_seeds)}; {len(outcome.best)} cells confirmed on seeds "
+              f"{_seeds_text(s.confirm_seeds)}")
+        if len(outcome.best) < n_cells:
+            print(f"actconv: {n_cells - len(outcome.best)} cell(s) had no trial that trained (each "
+                  f"diverged or ended above its start): not confirmed; widen or move the range",
+                  file=sys.stderr)
     print(f"results: {outcome.out_dir}")
     if outcome.failed:
         first = outcome.failed[0]
@@ -142,6 +163,14 @@ def cmd_run(args) -> int:
               f"run the same command again to retry them", file=sys.stderr)
         return EXIT_RUNS_FAILED
     return 0
+
+
+def _seeds_text(seeds) -> str:
+    """1,2,3 or 101-130 for a run of consecutive seeds."""
+    seeds = list(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
 
 
 def cmd_status(args) -> int:
