@@ -4,12 +4,12 @@ exactly the trials of an uninterrupted one (MLP on digits, tiny n, 2 epochs)."""
 import math
 import sqlite3
 
+import pandas as pd
 import pytest
 
 from actconv.cli import main
 from actconv.errors import ConfigError
-from actconv.run import search as run_search_mod
-from actconv.run.search import Cell, Trial, ask_and_tell, best_trials, run_search
+from actconv.run.search import Cell, ask_and_tell, best_trials, run_search
 from actconv.run.store import Store
 from actconv.study import config
 from actconv.study import search as s
@@ -203,3 +203,23 @@ def test_the_cli_searches_and_confirms_on_fresh_seeds(tmp_path, capsys):
     with sqlite3.connect(out / "actconv.sqlite") as conn:
         rows = conn.execute("SELECT seed, COUNT(DISTINCT lr) FROM runs GROUP BY seed").fetchall()
     assert rows == [(1, 2), (2, 2), (101, 1), (102, 1), (103, 1)]
+
+
+def test_the_report_opens_with_the_users_activation_and_names_a_choice_at_the_edge(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["run", "--out", str(out), *tiny(
+        "--activations", "relu,ptanh=where(x > 0, tanh(x), 0.25 * tanh(x))", "--validation", "100",
+        "--epochs", "2", "--n-train", "128", "--search", "lr=[0.1, 0.5]", "--trials", "2",
+        "--sampler", "random", "--tune-seeds", "1,2", "--confirm-seeds", "5-7")]) == 0
+    assert main(["report", str(out)]) == 0
+    tuned = pd.read_csv(out / "report" / "tuned.csv")
+    assert set(tuned["n_confirm_seeds"]) == {3} and tuned["at_edge"].all()  # two values: both edges
+    assert {"winners_curse", "tune_test_loss", "edge"} <= set(tuned.columns)
+    f = pd.read_csv(out / "report" / "focus.csv")
+    assert list(f["focus"]) == ["ptanh"] and list(f["best_builtin"]) == ["relu"] and f["n_seeds"][0] == 3
+    page = (out / "report" / "index.html").read_text()
+    first = page[page.index("<ol class='answers'>"):].split("</li>")[0]
+    assert "ptanh (mlp): n=128: rank" in first
+    assert "widen the range" in page
+    assert main(["report", str(out), "--focus", "selu"]) == 2
+    assert "--focus selu: no finished run of that activation" in capsys.readouterr().err

@@ -224,7 +224,8 @@ def cmd_datasets(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import write_report
-    print(write_report(args.dir, select=args.select, tune=args.tune, reference_lr=args.reference_lr))
+    print(write_report(args.dir, select=args.select, tune=args.tune, reference_lr=args.reference_lr,
+                       focus=args.focus))
     return 0
 
 
@@ -272,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training settings tuned per activation (default lr; also batch_size, momentum, ...)")
     r.add_argument("--reference-lr", type=float,
                    help="the fixed lr of the unfair comparison (default: the study's reference_lr, 0.1)")
+    r.add_argument("--focus", type=_activation_list,
+                   help="activations the answers open with, against the best built-in at each n "
+                        "(default: the study's user-defined activations)")
     r.set_defaults(func=cmd_report)
     x = sub.add_parser("export", help="the long tables as CSV or Parquet, or every run in TensorBoard or MLflow")
     x.add_argument("dir")

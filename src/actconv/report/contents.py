@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis import stats as analysis, claims, learning, robustness, tuning
+from ..analysis import stats as analysis, claims, confirm, focus, learning, robustness, tuning
 from ..run.store import n_classes_of
 from . import answers
 
@@ -62,6 +62,19 @@ def claim_tables(results, t, thresholds) -> dict:
     return out
 
 
+def study_search(out_dir: Path):
+    """The search (a SearchSpec) registered with the store's study, or None."""
+    from ..errors import StoreError
+    from ..run.store import study_specs
+    from ..study.search import from_dict
+    try:
+        specs = study_specs(out_dir)
+    except StoreError:  # results given without a store of their own
+        return None
+    found = [s["search"] for s in specs if s.get("search")]
+    return from_dict(found[-1]) if found else None
+
+
 def study_reference_lr(out_dir: Path) -> float:
     """The study's `reference_lr` as registered in the store (0.1, the notebook's, by default)."""
     from ..errors import StoreError
@@ -74,17 +87,31 @@ def study_reference_lr(out_dir: Path) -> float:
     return values.pop() if len(values) == 1 else tuning.REFERENCE["lr"]
 
 
-def question_tables(everything, results, t, th) -> dict:
-    """The fairness, sample-size and robustness tables (and the answers built on all tables)."""
+def question_tables(everything, results, t, th, search=None, focus_names=None) -> dict:
+    """The fairness, sample-size and robustness tables (and the answers built on all tables);
+    with a `search` (SearchSpec) the tuned table is chosen on its tuning seeds and scored on
+    its confirm seeds; `focus_names`: the activations the answers open with (default: the
+    user's own)."""
     out = {}
     runs = results.runs
     finished = runs[runs["status"].isin(["done", "diverged"])] if len(runs) else runs
+    view = None
     if len(finished) and "config_json" in finished:
         per_run = tuning.final_metrics(finished, results.epochs)
-        axes = [a for a in th.tuned_axes if a in per_run and per_run[a].astype(str).nunique() > 1]
+        axes = ([a for a in search.axes if a in per_run] if search else
+                [a for a in th.tuned_axes if a in per_run and per_run[a].astype(str).nunique() > 1])
         if axes and per_run["final_val_loss"].notna().any():
-            out["candidates"] = tuning.candidates(per_run, axes, th.select)
-            out["tuned"] = tuning.tune(per_run, axes, th.select, confidence=th.confidence)
+            if search:
+                tune_runs = per_run[per_run["seed"].isin(search.tune_seeds)]
+                out["candidates"] = tuning.candidates(tune_runs, axes, th.select)
+                out["tuned"] = confirm.confirmed(per_run, search, th.select, confidence=th.confidence)
+                view = focus.view(per_run, confirmed=confirm.confirm_runs(per_run, out["tuned"], search))
+            else:
+                out["candidates"] = tuning.candidates(per_run, axes, th.select)
+                out["tuned"] = confirm.mark_edges(
+                    tuning.tune(per_run, axes, th.select, confidence=th.confidence),
+                    confirm.grid_space(out["candidates"], axes))
+                view = focus.view(per_run, tuned_ids=tuning.tuned_runs(per_run, out["tuned"], axes))
             out["reference_ranking"] = tuning.at_reference(per_run, dict(th.reference), axes=axes)
             out["ranking_shift"] = tuning.ranking_shift(out["reference_ranking"], out["tuned"],
                                                         places=th.rank_places)
@@ -92,6 +119,17 @@ def question_tables(everything, results, t, th) -> dict:
             out["stability"] = tuning.stability(per_run, out["tuned"], axes, chance=chance)
             out["tuning_axes"] = axes
             out["claims_reference_tuned"] = _claims_side_by_side(results, per_run, out["tuned"], axes, th)
+        names = list(focus_names or focus.user_defined(finished))
+        missing = [n for n in names if n not in set(per_run["activation"])]
+        if missing:
+            from ..errors import ConfigError
+            raise ConfigError(f"--focus {missing[0]}: no finished run of that activation; the store "
+                              f"has {', '.join(sorted(set(per_run['activation'])))}")
+        if names:
+            view = focus.view(per_run) if view is None else view
+            mine = set(focus.user_defined(finished)) | set(names)
+            out["focus"] = focus.focus_tables(view, names, set(per_run["activation"]) - mine,
+                                              confidence=th.confidence)
     if "per_run" in t and len(t["per_run"]):
         lc = learning.learning_curves(t["per_run"])
         if len(lc):
