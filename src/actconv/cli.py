@@ -225,7 +225,7 @@ def cmd_datasets(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
     print(write_report(args.dir, select=args.select, tune=args.tune, reference_lr=args.reference_lr,
-                       focus=args.focus))
+                       **({"focus": args.focus} if args.focus else {})))
     return 0
 
 

@@ -438,11 +438,15 @@ def _with_search(where: str, study: StudySpec, search) -> StudySpec:
     if no_val:
         raise ConfigError(f"{where}: a search scores its trials on the validation split, and grid "
                           f"{no_val[0]} has none: set validation (--validation 500)")
-    if not search.confirm_seeds:
+    if not search.confirm_seeds:  # the study's seeds are what it reports: confirm on them
         seeds = tuple(dict.fromkeys(s for g in study.grids for s in g.seeds))
-        search = searching.build(where, study.name, space=search.space, trials=search.trials,
-                                 sampler=search.sampler, tune_seeds=search.tune_seeds,
-                                 confirm_seeds=seeds)
+        try:
+            search = searching.build(where, study.name, space=search.space, trials=search.trials,
+                                     sampler=search.sampler, tune_seeds=search.tune_seeds,
+                                     confirm_seeds=seeds)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (confirm seeds default to the study's seeds: give fresh "
+                              f"ones with --confirm-seeds)") from None
     return replace(study, search=search)
 
 
