@@ -217,9 +217,28 @@ def test_the_report_opens_with_the_users_activation_and_names_a_choice_at_the_ed
     assert {"winners_curse", "tune_test_loss", "edge"} <= set(tuned.columns)
     f = pd.read_csv(out / "report" / "focus.csv")
     assert list(f["focus"]) == ["ptanh"] and list(f["best_builtin"]) == ["relu"] and f["n_seeds"][0] == 3
+    # every test number reads the confirm runs: one condition per cell, the 3 confirm seeds
+    ranking = pd.read_csv(out / "report" / "ranking.csv")
+    assert set(ranking["model"]) == {"mlp"} and set(ranking["n_seeds"]) == {3} and len(ranking) == 2
+    summary = pd.read_csv(out / "report" / "summary.csv")
+    assert set(summary.loc[summary["metric"] == "final_test_loss", "n_seeds"]) == {3}
     page = (out / "report" / "index.html").read_text()
     first = page[page.index("<ol class='answers'>"):].split("</li>")[0]
     assert "ptanh (mlp): n=128: rank" in first
     assert "widen the range" in page
     assert main(["report", str(out), "--focus", "selu"]) == 2
     assert "--focus selu: no finished run of that activation" in capsys.readouterr().err
+
+
+def test_a_trial_scores_its_mean_validation_metric_and_a_bad_run_scores_worst():
+    from actconv.run.search import _value
+    ok = [("done", 0.5, 1.0, 2.0, 0.8), ("done", 0.7, 1.1, 2.0, 0.6)]
+    assert _value(ok) == pytest.approx(0.6) and _value(ok, "val_accuracy") == pytest.approx(-0.7)
+    assert _value([*ok, ("diverged", 0.1, 1.0, 2.0, 0.9)]) == math.inf
+    assert _value([*ok, ("done", 0.1, 2.5, 2.0, 0.9)]) == math.inf  # ended above its start
+    assert _value([*ok, ("failed", None, None, None, None)]) is None and _value([*ok, None]) is None
+    st = config.with_overrides(config.study_from_dict(SEARCHED), select="val_accuracy")
+    assert st.search.select == "val_accuracy"
+    assert s.from_dict(__import__("dataclasses").asdict(st.search)) == st.search
+    with pytest.raises(ConfigError, match="unknown selection metric 'test_loss'"):
+        config.with_overrides(st, select="test_loss")

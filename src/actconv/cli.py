@@ -94,6 +94,7 @@ def _add_run(sub):
     h.add_argument("--trials", type=int, help="settings tried per cell (default 12)")
     h.add_argument("--sampler", help="Optuna's sampler: tpe (default), random or qmc")
     h.add_argument("--tune-seeds", help="seeds each trial trains on, such as 1,2,3 (default)")
+    h.add_argument("--select", help="what a trial is scored on: val_loss (default, mean final) or val_accuracy")
     h.add_argument("--confirm-seeds", help="fresh seeds the chosen setting trains on, such as 101-130 "
                                            "(default: the study's seeds)")
     e = p.add_argument_group("data and execution")
@@ -116,7 +117,7 @@ def _add_run(sub):
 GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size", "lr", "momentum",
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
               "diagnostics", "grad_every", "validation", "dataset", "device", "threads", "perturb",
-              "replicas", "perturb_seeds", "search", "trials", "sampler", "tune_seeds", "confirm_seeds"]
+              "replicas", "perturb_seeds", "search", "trials", "sampler", "tune_seeds", "confirm_seeds", "select"]
 
 
 def study_from_args(args) -> config.StudySpec:

@@ -103,9 +103,13 @@ def question_tables(everything, results, t, th, search=None, focus_names=None) -
         if axes and per_run["final_val_loss"].notna().any():
             if search:
                 tune_runs = per_run[per_run["seed"].isin(search.tune_seeds)]
-                out["candidates"] = tuning.candidates(tune_runs, axes, th.select)
-                out["tuned"] = confirm.confirmed(per_run, search, th.select, confidence=th.confidence)
+                # the search's own metric: its confirm runs are at the setting that one chose
+                out["candidates"] = tuning.candidates(tune_runs, axes, search.select)
+                out["tuned"] = confirm.confirmed(per_run, search, search.select, confidence=th.confidence)
                 view = focus.view(per_run, confirmed=confirm.confirm_runs(per_run, out["tuned"], search))
+                mapping = dict(zip(view["run_id"], view["condition"]))
+                if mapping:
+                    out.update(_confirmed_tables(results, t, mapping, th))
             else:
                 out["candidates"] = tuning.candidates(per_run, axes, th.select)
                 out["tuned"] = confirm.mark_edges(
@@ -116,9 +120,12 @@ def question_tables(everything, results, t, th, search=None, focus_names=None) -
             out["ranking_shift"] = tuning.ranking_shift(out["reference_ranking"], out["tuned"],
                                                         places=th.rank_places)
             chance = 1.0 / n_classes_of(runs)
-            out["stability"] = tuning.stability(per_run, out["tuned"], axes, chance=chance)
+            tried = per_run[per_run["seed"].isin(search.tune_seeds)] if search else per_run  # every setting tried
+            out["stability"] = tuning.stability(tried, out["tuned"], axes, chance=chance)
             out["tuning_axes"] = axes
-            out["claims_reference_tuned"] = _claims_side_by_side(results, per_run, out["tuned"], axes, th)
+            out["claims_reference_tuned"] = _claims_side_by_side(
+                results, per_run, out["tuned"], axes, th,
+                tuned_ids=dict(zip(view["run_id"], view["condition"])) if search else None)
         names = list(focus_names or focus.user_defined(finished))
         missing = [n for n in names if n not in set(per_run["activation"])]
         if missing:
@@ -130,7 +137,7 @@ def question_tables(everything, results, t, th, search=None, focus_names=None) -
             mine = set(focus.user_defined(finished)) | set(names)
             out["focus"] = focus.focus_tables(view, names, set(per_run["activation"]) - mine,
                                               confidence=th.confidence)
-    if "per_run" in t and len(t["per_run"]):
+    if "per_run" in t and len(t["per_run"]) and "learning_curves" not in out:
         lc = learning.learning_curves(t["per_run"])
         if len(lc):
             out["learning_curves"] = lc
@@ -144,16 +151,38 @@ def question_tables(everything, results, t, th, search=None, focus_names=None) -
     return out
 
 
-def _claims_side_by_side(results, per_run, tuned, axes, th) -> pd.DataFrame:
+def _confirmed_tables(results, t, mapping: dict, th) -> dict:
+    """After a search every test number reads the confirm runs at each cell's chosen setting
+    (`mapping`: run_id -> condition): the summary, ranking, paired tests, the notebook's
+    findings, the claims in n and the learning curves, each n at its own setting."""
+    out = {}
+    if "per_run" in t:
+        p = t["per_run"][t["per_run"]["run_id"].isin(set(mapping))]
+        p = p.assign(model=p["run_id"].map(mapping))
+        metrics = [m for m in SUMMARY_METRICS if m in p.columns]
+        out["summary"] = analysis.aggregate(p, metrics)
+        out["ranking"] = analysis.rank_activations(p, "final_test_loss")
+        out["paired"] = analysis.paired_comparisons(p, "final_test_loss")
+        lc = learning.learning_curves(p)
+        if len(lc):
+            out["learning_curves"] = lc
+    view = _view(results, mapping)
+    for name, ids in (("findings", claims.ORIGINAL), ("samples", claims.SAMPLES)):
+        out[name] = claims.evaluate(view, ids, th)
+    return out
+
+
+def _claims_side_by_side(results, per_run, tuned, axes, th, tuned_ids=None) -> pd.DataFrame:
     """The notebook's claims judged at the reference setting and with each activation at its
-    tuned value, one row per (claim, scope)."""
+    tuned value (`tuned_ids`: run_id -> condition, after a search the confirm runs), one row
+    per (claim, scope)."""
     label = tuning.fixed_label(per_run, axes)
     ref = tuning.at_reference(per_run, dict(th.reference), axes=axes)
     keep = per_run.assign(condition=label)
     for a, v in th.reference:
         keep = keep[np.isclose(keep[a].astype(float), float(v))] if a in keep else keep.iloc[0:0]
     views = {"reference": dict(zip(keep["run_id"], keep["condition"])) if len(ref) else {},
-             "tuned": tuning.tuned_runs(per_run, tuned, axes).to_dict()}
+             "tuned": tuned_ids if tuned_ids is not None else tuning.tuned_runs(per_run, tuned, axes).to_dict()}
     tables = []
     for name, mapping in views.items():
         if not mapping:

@@ -122,7 +122,7 @@ def run_search(study: StudySpec, out_dir, *, max_trials: int | None = None, **ru
         _train(_study(study, grids, False), out_dir, outcome, run_kwargs)
         scores = _scores(out_dir, [i for t in batch for i in t.run_ids])
         for t in batch:
-            t.value = _value([scores.get(i) for i in t.run_ids])
+            t.value = _value([scores.get(i) for i in t.run_ids], search.select)
 
     n_trials = search.trials if max_trials is None else min(search.trials, max_trials)
     outcome.trials = ask_and_tell(search, cells(study), evaluate, n_trials)
@@ -189,26 +189,29 @@ def _train(sub: StudySpec, out_dir, outcome: SearchOutcome, run_kwargs) -> None:
 
 
 def _scores(out_dir, run_ids) -> dict:
-    """run_id -> (status, final val_loss, final train_loss, epoch-0 train_loss)."""
+    """run_id -> (status, final val_loss, final train_loss, epoch-0 train_loss, final val_accuracy)."""
     with Store(out_dir, create=False) as store:
         marks = ",".join("?" * len(run_ids))
         rows = store.conn.execute(f"""
             SELECT r.run_id, r.status,
               (SELECT val_loss FROM epochs e WHERE e.run_id = r.run_id ORDER BY epoch DESC LIMIT 1),
               (SELECT train_loss FROM epochs e WHERE e.run_id = r.run_id ORDER BY epoch DESC LIMIT 1),
-              (SELECT train_loss FROM epochs e WHERE e.run_id = r.run_id AND epoch = 0)
+              (SELECT train_loss FROM epochs e WHERE e.run_id = r.run_id AND epoch = 0),
+              (SELECT val_accuracy FROM epochs e WHERE e.run_id = r.run_id ORDER BY epoch DESC LIMIT 1)
             FROM runs r WHERE r.run_id IN ({marks})""", list(run_ids)).fetchall()
     return {r[0]: r[1:] for r in rows}
 
 
-def _value(scores) -> float | None:
-    """A trial's score: mean final val_loss over its seeds; inf where a run diverged, ended
-    non-finite or above its start (the analysis' `bad`: the worst, never chosen); None where a
-    run failed or is missing (told to Optuna as failed)."""
+def _value(scores, select: str = "val_loss") -> float | None:
+    """A trial's score, lower better: mean final val_loss over its seeds (or minus the mean
+    val_accuracy); inf where a run diverged, ended non-finite or above its start (the
+    analysis' `bad`: the worst, never chosen); None where a run failed or is missing (told
+    to Optuna as failed)."""
     if any(s is None or s[0] not in FINISHED for s in scores):
         return None
     vals = []
-    for status, val, last, start in scores:
+    for status, loss, last, start, accuracy in scores:
+        val = loss if select == "val_loss" else None if accuracy is None else -accuracy
         bad = status != "done" or last is None or not math.isfinite(last) or (
             start is not None and last > start)
         if bad or val is None or not math.isfinite(val):

@@ -17,6 +17,7 @@ SEARCH_AXES = {"lr": 0.0, "momentum": 0.0, "weight_decay": 0.0}
 POSITIVE = {"lr"}
 KINDS = ("log", "uniform", "int", "list")
 SAMPLERS = ("random", "tpe", "qmc")
+SELECT = ("val_loss", "val_accuracy")  # what a trial is scored on: the validation split, never test
 DEFAULT_TUNE_SEEDS = (1, 2, 3)
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _CALL = re.compile(rf"^\s*(log|uniform|int)\s*\(\s*({NUMBER})\s*,\s*({NUMBER})\s*\)\s*$")
@@ -54,6 +55,7 @@ class SearchSpec:
     tune_seeds: tuple[int, ...] = DEFAULT_TUNE_SEEDS
     confirm_seeds: tuple[int, ...] = ()  # fresh seeds: the test numbers come from these alone
     seed: int = 0                   # the sampler's, from the study name: the same study asks the same trials
+    select: str = "val_loss"        # mean final val_loss (lower wins) or val_accuracy (higher wins)
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -149,7 +151,7 @@ def parse_seeds(value, where: str, key: str) -> tuple[int, ...]:
 
 
 def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune_seeds=None,
-          confirm_seeds=None) -> SearchSpec:
+          confirm_seeds=None, select=None) -> SearchSpec:
     """A validated SearchSpec; `space` is a list of (axis, Range) (each axis once)."""
     axes = [a for a, _ in space]
     if not space:
@@ -163,21 +165,24 @@ def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune
     sampler = sampler or "tpe"
     if sampler not in SAMPLERS:
         raise ConfigError(f"{where}: unknown sampler {sampler!r}; choose from: {', '.join(SAMPLERS)}")
+    select = select or "val_loss"
+    if select not in SELECT:
+        raise ConfigError(f"{where}: unknown selection metric {select!r}; choose from: {', '.join(SELECT)}")
     tune = parse_seeds(tune_seeds, where, "tune_seeds") if tune_seeds is not None else DEFAULT_TUNE_SEEDS
     confirm = parse_seeds(confirm_seeds, where, "confirm_seeds") if confirm_seeds is not None else ()
     both = sorted(set(tune) & set(confirm))
     if both:
         raise ConfigError(f"{where}: confirm_seeds must be fresh seeds, disjoint from tune_seeds; "
                           f"both hold {', '.join(map(str, both[:5]))}")
-    return SearchSpec(tuple(space), trials, sampler, tune, confirm, sampler_seed(study_name))
+    return SearchSpec(tuple(space), trials, sampler, tune, confirm, sampler_seed(study_name), select)
 
 
-SEARCH_KEYS = ("space", "trials", "sampler", "tune_seeds", "confirm_seeds")
+SEARCH_KEYS = ("space", "trials", "sampler", "tune_seeds", "confirm_seeds", "select")
 
 
 def from_table(where: str, table, study_name: str) -> SearchSpec:
     """The `[search]` table of a study: space = {lr = "log(0.001, 1)", momentum = [0, 0.9]}
-    (or a list of "axis=range" strings), trials, sampler, tune_seeds, confirm_seeds."""
+    (or a list of "axis=range" strings), trials, sampler, tune_seeds, confirm_seeds, select."""
     where = f"{where} [search]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
@@ -193,11 +198,11 @@ def from_table(where: str, table, study_name: str) -> SearchSpec:
         raise ConfigError(f"{where}: space must be a table of axis = range, got {space!r}")
     return build(where, study_name, space=pairs, trials=table.get("trials"),
                  sampler=table.get("sampler"), tune_seeds=table.get("tune_seeds"),
-                 confirm_seeds=table.get("confirm_seeds"))
+                 confirm_seeds=table.get("confirm_seeds"), select=table.get("select"))
 
 
 def from_dict(d: dict) -> SearchSpec:
     """A SearchSpec back from its `dataclasses.asdict` form (as a store's studies table keeps it)."""
     space = tuple((a, Range(r["kind"], r["low"], r["high"], tuple(r["values"]))) for a, r in d["space"])
     return SearchSpec(space, d["trials"], d["sampler"], tuple(d["tune_seeds"]),
-                      tuple(d["confirm_seeds"]), d["seed"])
+                      tuple(d["confirm_seeds"]), d["seed"], d.get("select", "val_loss"))
