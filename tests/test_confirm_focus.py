@@ -121,3 +121,11 @@ def test_user_defined_activations_are_found_in_the_stored_configs():
     runs = pd.DataFrame(dict(activation=["relu", "ptanh"], config_json=[
         '{"activation":"relu"}', '{"activation":"ptanh","activation_def":"{}"}']))
     assert focus.user_defined(runs) == ["ptanh"]
+
+
+def test_the_focus_table_gains_the_images_to_80_percent_from_the_learning_curves():
+    f = focus.focus_table(_view(), "mine", {"a", "b"})
+    curves = pd.DataFrame(dict(model=["mlp", "mlp"], activation=["mine", "a"], n_to_80=[450.0, 900.0]))
+    g = focus.with_samples_to_target(f, curves)
+    assert list(g["n_to_80"]) == [450.0, 450.0] and list(g["builtin_n_to_80"]) == [900.0, 900.0]
+    assert focus.with_samples_to_target(f, None)["n_to_80"].isna().all()

@@ -9,7 +9,7 @@ import pytest
 
 from actconv.cli import main
 from actconv.errors import ConfigError
-from actconv.run.search import Cell, ask_and_tell, best_trials, run_search
+from actconv.run.search import Cell, ask_and_tell, best_trials, cells, run_search
 from actconv.run.store import Store
 from actconv.study import config
 from actconv.study import search as s
@@ -242,3 +242,10 @@ def test_a_trial_scores_its_mean_validation_metric_and_a_bad_run_scores_worst():
     assert s.from_dict(__import__("dataclasses").asdict(st.search)) == st.search
     with pytest.raises(ConfigError, match="unknown selection metric 'test_loss'"):
         config.with_overrides(st, select="test_loss")
+
+
+def test_the_example_search_study_loads():
+    from pathlib import Path
+    st = config.load_study(Path(__file__).resolve().parents[1] / "examples" / "search.toml")
+    assert st.search.axes == ("lr", "momentum") and st.search.confirm_seeds == tuple(range(101, 111))
+    assert len(cells(st)) == 8  # 4 activations x 2 sizes

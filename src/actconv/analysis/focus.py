@@ -86,3 +86,18 @@ def view(per_run: pd.DataFrame, *, tuned_ids: pd.Series | None = None, confirmed
         p = per_run[per_run["run_id"].isin(tuned_ids.index)]
         return p.assign(condition=p["run_id"].map(tuned_ids))
     return per_run.assign(condition=fixed_label(per_run, ()))
+
+
+def with_samples_to_target(table: pd.DataFrame, curves: pd.DataFrame | None, target: int = 80) -> pd.DataFrame:
+    """`table` with the images each activation needs to reach `target`% test accuracy from
+    the learning curves (`n_to_<target>`: the focus; `builtin_n_to_<target>`: that row's best
+    built-in); NaN where no curve was fitted (fewer than three sizes)."""
+    col = f"n_to_{target}"
+    table = table.copy()
+    if curves is None or curves.empty or col not in curves:
+        table[col] = table[f"builtin_{col}"] = np.nan
+        return table
+    n = curves.set_index(["model", "activation"])[col]
+    table[col] = [n.get((c, a), np.nan) for c, a in zip(table["condition"], table["focus"])]
+    table[f"builtin_{col}"] = [n.get((c, a), np.nan) for c, a in zip(table["condition"], table["best_builtin"])]
+    return table

@@ -46,6 +46,11 @@ def _protocol_first(t) -> list[Answer]:
             parts.append(f"n={r.n_train}: rank {r.rank:.0f} of {r.n_activations}, {verdict} "
                          f"{r.best_builtin} (test loss difference {fmt(r.mean_diff)} [95% CI {fmt(r.diff_low)}, "
                          f"{fmt(r.diff_high)}] over {r.n_seeds:.0f} seeds, Holm p {fmt(r.p_holm)})")
+        reach = g.dropna(subset=["n_to_80"]) if "n_to_80" in g else g.iloc[0:0]
+        if len(reach):
+            r = reach.iloc[0]
+            parts.append(f"it reaches 80% test accuracy at about {r.n_to_80:.0f} images "
+                         f"({r.best_builtin}: {fmt(r.builtin_n_to_80)})")
         out.append(Answer(f"{name} ({cond}): " + "; ".join(parts) + ".", "tuning"))
     tuned = t.get("tuned")
     if tuned is not None and "at_edge" in tuned and tuned["at_edge"].any():

@@ -147,6 +147,8 @@ def question_tables(everything, results, t, th, search=None, focus_names=None) -
         out["recurrence"] = robustness.event_recurrence(everything, spike_k=th.spike_k,
                                                         spike_window=th.spike_window)
         out["perturbation_variance"] = robustness.perturbation_variance(everything)
+    if "focus" in out:  # the images to 80% come from the learning curves of the same view
+        out["focus"] = focus.with_samples_to_target(out["focus"], out.get("learning_curves"))
     out["answers"] = answers.answers({**t, **out})
     return out
 
@@ -165,7 +167,7 @@ def _confirmed_tables(results, t, mapping: dict, th) -> dict:
         out["paired"] = analysis.paired_comparisons(p, "final_test_loss")
         lc = learning.learning_curves(p)
         if len(lc):
-            out["learning_curves"] = lc
+            out["learning_curves"], out["curve_runs"] = lc, p  # the figure draws the same runs
     view = _view(results, mapping)
     for name, ids in (("findings", claims.ORIGINAL), ("samples", claims.SAMPLES)):
         out[name] = claims.evaluate(view, ids, th)
