@@ -129,3 +129,13 @@ def test_the_focus_table_gains_the_images_to_80_percent_from_the_learning_curves
     g = focus.with_samples_to_target(f, curves)
     assert list(g["n_to_80"]) == [450.0, 450.0] and list(g["builtin_n_to_80"]) == [900.0, 900.0]
     assert focus.with_samples_to_target(f, None)["n_to_80"].isna().all()
+
+
+def test_a_cell_whose_every_trial_went_bad_has_a_note_and_no_confirm_numbers():
+    runs, epochs = _tables([("relu", seed, lr, "diverged", 0.3, 0.2) for seed in (1, 2) for lr in (0.1, 1.0)]
+                           + [("tanh", seed, 0.1, "done", 0.3, 0.2) for seed in (1, 2)]
+                           + [("tanh", seed, 0.1, "done", 9.0, 0.4) for seed in (5, 6, 7)])
+    t = confirm.confirmed(tuning.final_metrics(runs, epochs), SEARCH).set_index("activation")
+    assert t.loc["relu", "note"].startswith("every value diverged") and t.loc["relu", "n_confirm_seeds"] == 0
+    assert np.isnan(t.loc["relu", "test_loss"]) and not t.loc["relu", "at_edge"]
+    assert t.loc["tanh", "test_loss"] == pytest.approx(0.4) and t.loc["tanh", "rank"] == 1

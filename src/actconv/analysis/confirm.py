@@ -16,7 +16,8 @@ from .stats import interval
 
 # A continuous range's choice within 5% of its span (in log space for a log range) of a bound
 # is at the edge: the optimum may lie outside, and the sampler rarely lands exactly on a bound.
-# A list's (or a grid's) choice is at the edge when it is its lowest or highest value.
+# A list's (or a grid's) choice is at the edge when it is its lowest or highest value, and so
+# is an int range's of fewer than 20 steps (where 5% of the span is less than one step).
 EDGE_SHARE = 0.05
 
 
