@@ -9,6 +9,7 @@ first. A search started again asks the same trials: the sampler is seeded from t
 name, and every finished trial is found in the store (not trained again) and told in the
 same order as before, which replays the sampler's history exactly.
 """
+import contextlib
 import itertools
 import math
 import warnings
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import StoreError
 from ..study.config import Grid, StudySpec
 from ..study.search import SearchSpec
-from .queue import StudyOutcome, run_study
+from .queue import StudyOutcome, resolve_jobs, run_study
 from .store import FINISHED, Store
 
 
@@ -125,12 +126,17 @@ def run_search(study: StudySpec, out_dir, *, max_trials: int | None = None, **ru
             t.value = _value([scores.get(i) for i in t.run_ids], search.select)
 
     n_trials = search.trials if max_trials is None else min(search.trials, max_trials)
-    outcome.trials = ask_and_tell(search, cells(study), evaluate, n_trials)
-    outcome.best = best_trials(outcome.trials)
-    if n_trials == search.trials:
-        grids = [_grid(c, search.confirm_seeds, t.params) for c, t in outcome.best.items()]
-        if grids:
-            _train(_study(study, grids, True), out_dir, outcome, run_kwargs)
+    with contextlib.ExitStack() as stack:
+        if run_kwargs.get("executor") == "ray":  # one Ray for every batch: starting one costs ~15 s
+            from . import ray_tasks
+            stack.enter_context(ray_tasks.session(run_kwargs.get("ray_address"),
+                                                  resolve_jobs(run_kwargs.get("jobs", 1))))
+        outcome.trials = ask_and_tell(search, cells(study), evaluate, n_trials)
+        outcome.best = best_trials(outcome.trials)
+        if n_trials == search.trials:
+            grids = [_grid(c, search.confirm_seeds, t.params) for c, t in outcome.best.items()]
+            if grids:
+                _train(_study(study, grids, True), out_dir, outcome, run_kwargs)
     return outcome
 
 
