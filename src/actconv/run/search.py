@@ -30,10 +30,6 @@ class Cell:
     n_train: int
     train: tuple[tuple[str, object], ...] = ()  # the grid's settings, searched axes left out
 
-    def label(self) -> str:
-        rest = "".join(f" {k}={v}" for k, v in self.train if k not in ("validation", "engine"))
-        return f"{self.model} {self.activation} n={self.n_train}{rest}"
-
 
 @dataclass
 class Trial:
@@ -42,7 +38,7 @@ class Trial:
     number: int
     params: dict
     run_ids: tuple[str, ...]
-    value: float | None = None  # mean final val_loss; inf where a run went bad; None: not scored
+    value: float | None = None  # mean final val_loss (or minus val_accuracy); inf: a run went bad; None: not scored
 
 
 @dataclass
@@ -127,7 +123,7 @@ def run_search(study: StudySpec, out_dir, *, max_trials: int | None = None, **ru
 
     n_trials = search.trials if max_trials is None else min(search.trials, max_trials)
     with contextlib.ExitStack() as stack:
-        if run_kwargs.get("executor") == "ray":  # one Ray for every batch: starting one costs ~15 s
+        if run_kwargs.get("executor") == "ray":  # one Ray session for every batch, not a start per batch
             from . import ray_tasks
             stack.enter_context(ray_tasks.session(run_kwargs.get("ray_address"),
                                                   resolve_jobs(run_kwargs.get("jobs", 1))))
