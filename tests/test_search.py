@@ -74,6 +74,8 @@ def test_a_study_table_holds_a_search_whose_confirm_seeds_default_to_the_grids()
     flagged = config.with_overrides(st, trials=2, confirm_seeds="101-103", search=["lr=[0.1, 0.3]"])
     assert flagged.search.space == (("lr", s.Range("list", values=(0.1, 0.3))),)
     assert (flagged.search.trials, flagged.search.confirm_seeds) == (2, (101, 102, 103))
+    assert config.study_from_dict({**SEARCHED, "search": {"space": ["lr=log(0.01,1)", "momentum=[0,0.9]"],
+                                                          "tune_seeds": "1-3"}}).search.space == st.search.space
     assert config.study_from_dict({k: v for k, v in SEARCHED.items() if k != "search"}).search is None
     with pytest.raises(ConfigError, match="grid 1 has none: set validation"):
         config.study_from_dict({**SEARCHED, "validation": 0})
