@@ -251,3 +251,14 @@ def test_the_example_search_study_loads():
     st = config.load_study(Path(__file__).resolve().parents[1] / "examples" / "search.toml")
     assert st.search.axes == ("lr", "momentum") and st.search.confirm_seeds == tuple(range(101, 111))
     assert len(cells(st)) == 8  # 4 activations x 2 sizes
+
+
+def test_perturbed_siblings_are_trained_for_the_confirm_runs_only(tmp_path):
+    out = tmp_path / "p"
+    assert main(["run", "--out", str(out), *tiny("--validation", "100", "--epochs", "2", "--n-train", "128",
+                                              "--search", "lr=log(0.05,1)", "--trials", "2", "--tune-seeds", "1,2",
+                                              "--confirm-seeds", "5,6", "--perturb", "init", "--replicas", "2")]) == 0
+    with sqlite3.connect(out / "actconv.sqlite") as conn:
+        rows = conn.execute("SELECT seed, COUNT(*) FROM runs WHERE config_json LIKE '%\"perturb\":\"init\"%' "
+                            "GROUP BY seed").fetchall()
+    assert rows == [(5, 2), (6, 2)]
