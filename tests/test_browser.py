@@ -57,3 +57,37 @@ def test_report_opens_from_disk(browser, report_written):
     assert "<script>" in browser.title  # the malicious study name shows as text, not code
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
+
+
+def test_hovering_a_curve_names_it_and_the_legend_hides_it(browser, report_written):
+    """The interactive epoch curves: a real mouse over a point shows the trace's activation,
+    value and interval; a click on its legend entry hides the line. From disk, no network."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    out, index = report_written
+    assert (index.parent / "plotly.min.js").exists()
+    browser.get(index.resolve().as_uri())
+    div = browser.find_element("css selector", ".plotly-figure")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", div)
+    point = browser.execute_script("""
+        var gd = arguments[0], k = gd._fullData.length - 1, tr = gd._fullData[k], i = 1;
+        var xa = gd._fullLayout[tr.xaxis.replace('x', 'xaxis')], ya = gd._fullLayout[tr.yaxis.replace('y', 'yaxis')];
+        var box = gd.getBoundingClientRect();
+        return {k: k, name: tr.name, y: tr.y[i], x: xa._offset + xa.d2p(tr.x[i]) - box.width / 2,
+                top: ya._offset + ya.d2p(tr.y[i]) - box.height / 2};""", div)
+    ActionChains(browser).move_to_element_with_offset(div, int(point["x"]), int(point["top"])).perform()
+    texts = [e.text for e in browser.find_elements("css selector", ".hoverlayer .hovertext")]
+    assert len(texts) == 1 and texts[0].startswith(point["name"]), (texts, point)
+    assert "95% CI" in texts[0] and f"{point['y']:.3g}"[:3] in texts[0]
+    import pandas as pd
+    assert point["name"] in set(pd.read_csv(index.parent / "per_run.csv")["activation"])
+    # the legend: the entry of that trace hides it in every panel
+    entries = div.find_elements("css selector", ".legend .traces")
+    names = [e.text for e in entries]
+    toggle = entries[names.index(point["name"])].find_element("css selector", ".legendtoggle")
+    ActionChains(browser).move_to_element(toggle).click().perform()
+    from selenium.webdriver.support.ui import WebDriverWait  # a click waits out the double-click time
+    hidden = WebDriverWait(browser, 10).until(lambda b: b.execute_script(
+        "return arguments[0]._fullData.filter(t => t.visible === 'legendonly').map(t => t.name);", div))
+    assert set(hidden) == {point["name"]}
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe

@@ -93,6 +93,7 @@ def test_the_page_opens_with_answers_that_carry_numbers(report):
     assert 3 <= len(items) <= 8
     for text, anchor in items:
         assert re.search(r"\d", text)                 # no sentence without a number
+        assert "..." not in text and "\u2026" not in text and text.endswith(".")  # whole sentences
         assert f"id='{anchor}'" in page                # and its evidence is on the page
 
 

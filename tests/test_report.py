@@ -1,4 +1,5 @@
 """Report and export: written from a real store with failed, diverged and missing runs; text escaped."""
+import json
 import re
 
 import numpy as np
@@ -93,8 +94,15 @@ def test_report_shows_failed_diverged_and_missing(report_dir):
 def test_user_text_is_escaped(report_dir):
     _, index = report_dir
     page = index.read_text()
-    assert "<script>" not in page
+    assert "<script>alert" not in page and "alert('x')" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;study" in page
+    # the page's own scripts only: the bundle, the figures' JSON (which cannot close its element)
+    # and the one that draws them
+    tags = re.findall(r"<script[^>]*>", page)
+    assert tags[0] == "<script src='plotly.min.js'>" and tags[-1] == "<script>"
+    assert all(re.fullmatch(r"<script type='application/json' id='spec-[\w.-]+'>", t) for t in tags[1:-1])
+    specs = re.findall(r"<script type='application/json'[^>]*>(.*?)</script>", page, re.S)
+    assert len(specs) == len(tags) - 2 and all(json.loads(x) for x in specs)
 
 
 def test_findings_table_has_a_verdict_per_claim(report_dir):

@@ -31,7 +31,8 @@ def test_every_figure_has_its_png_and_svg_beside_the_page(report_written):
     page = index.read_text()
     figs = figures_on(page)
     figdir = out / "report" / "figures"
-    assert len(figs) == page.count("<figure ") == len(list(figdir.glob("*.svg"))) > 5
+    live = page.count("<figure class='live'")  # interactive: no file of their own
+    assert len(figs) == page.count("<figure ") - live == len(list(figdir.glob("*.svg"))) > 5
     for stem, (png, href) in figs.items():
         assert href == f"figures/{stem}.svg"
         svg = (index.parent / href).read_text()
@@ -127,10 +128,10 @@ def test_svg_text_is_text_and_each_format_is_one_draw(tmp_path):
 def test_figures_keep_the_page_order_though_the_diagnostics_start_first(report_written):
     _, index = report_written
     page = index.read_text()
-    sections = re.findall(r"<h2(?: id='[^']*')?>([^<]+)</h2>", page)
+    sections = re.findall(r"<h3(?: id='[^']*')?>([^<]+)</h3>", page)
     inside = sections.index("Inside the networks: per-layer diagnostics")
     assert sections.index("Final and starting losses") < inside  # as the sections always stood
-    heading = page.index("<h2>Inside the networks: per-layer diagnostics</h2>")
+    heading = page.index("<h3>Inside the networks: per-layer diagnostics</h3>")
     assert page.rindex("-heatmap'>") < heading < page.index("<figure id='fig-logit-floor'>")
 
 
@@ -139,6 +140,6 @@ def test_each_figure_section_is_one_heading(tmp_path):
     # Two sizes: the loss, accuracy and regression figures of each (model, n) used to
     # alternate, each run of them under a heading of its own.
     to_store(synth({"relu": (2.3, 0.3, 1.0), "tanh": (2.3, 0.5, 0.8)}, n_train=(200, 400)), tmp_path, "synthetic")
-    headings = re.findall(r"<h2(?: id='[^']*')?>([^<]+)</h2>", write_report(tmp_path, jobs=1).read_text())
+    headings = re.findall(r"<h[23](?: id='[^']*')?>([^<]+)</h[23]>", write_report(tmp_path, jobs=1).read_text())
     assert headings.count("Loss and accuracy per model and training-set size") == 1
     assert len(headings) == len(set(headings))

@@ -196,7 +196,7 @@ BAD = [
     (["--activations", "swish"], "unknown activation 'swish'"),
     (["--dataset", "cifar"], "unknown dataset 'cifar'"),
     (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; choose from: sgd, adam"),
-    (["--preset", "nope"], "unknown preset 'nope'; choose from: demo"),
+    (["--preset", "nope"], "unknown preset 'nope'; choose from: cifar-small, demo"),
     (["--epochs", "0"], "epochs must be positive"),
     (["--batch-size", "-1"], "batch_size must be positive"),
     (["--grad-every", "0"], "grad_every must be positive"),

@@ -28,6 +28,7 @@ def digest(ids) -> str:
 
 # Computed with the code before the validation split and list axes (commit 55abdeb), device cpu.
 PRESET_IDS = {"demo": (130, "48e3bdec043c34a6"), "elu-paper": (15, "2fa4b32133c889f2"),
+              "cifar-small": (240, "f0e510f4431070cc"),  # added with issue 22, pinned from then on
               "gelu-paper": (40, "1fd10266399d441f"), "glorot-sigmoid": (15, "2f2fcf60826e642d"),
               "seed": (525, "a65daddadab7b4d5"), "smoke": (17, "6350bb416b49592c"),
               "snn-paper": (20, "d2a04269395c07e6")}

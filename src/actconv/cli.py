@@ -61,7 +61,8 @@ def _add_run(sub):
     p.add_argument("--preset", help="a shipped study (see `actconv presets`)")
     p.add_argument("--out", required=True, help="output directory (holds the results store)")
     g = p.add_argument_group("grid (applied to every grid of the study)")
-    g.add_argument("--models", type=_csv(str), help="model names: mlp, mlp_original, tinyvgg or the study's own")
+    g.add_argument("--models", type=_csv(str), help="model names: mlp, mlp_original, tinyvgg, resnet20, the study's own, "
+                                                       "timm:NAME or torchvision:NAME")
     g.add_argument("--activations", type=_activation_list,
                    help="activations or family names; also elu(alpha=0.5), NAME=EXPRESSION of x, module:attr")
     g.add_argument("--seeds", type=_csv(int))
@@ -98,8 +99,9 @@ def _add_run(sub):
     h.add_argument("--confirm-seeds", help="fresh seeds the chosen setting trains on, such as 101-130 "
                                            "(default: the study's seeds)")
     e = p.add_argument_group("data and execution")
-    e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10 "
-                                     "or npz:PATH (arrays x and y)")
+    e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10, "
+                                     "npz:PATH (arrays x and y) or torchvision:NAME (CIFAR10, CIFAR100, SVHN, "
+                                     "STL10, KMNIST, MNIST, FashionMNIST, EMNIST:SPLIT)")
     e.add_argument("--data-dir", help="folder with the raw IDX files (cifar10: with cifar-10-batches-py)")
     e.add_argument("--download", action="store_true", help="download the dataset if missing")
     e.add_argument("--device", help="auto, cpu or cuda")
@@ -220,6 +222,9 @@ def cmd_datasets(args) -> int:
     for name in DATASETS:
         print(f"{name:<14} {notes.get(name, '')}")
     print(f"{'npz:PATH':<14} your arrays: x [N, H, W] or [N, C, H, W], y [N]; optional x_test, y_test")
+    print(f"{'torchvision:NAME':<14} torchvision's own class and split, from --data-dir or --download: "
+          f"{', '.join(config.TORCHVISION_DATASETS)} (EMNIST as torchvision:EMNIST:SPLIT, SPLIT one of "
+          f"{', '.join(config.EMNIST_SPLITS)})")
     return 0
 
 

@@ -7,6 +7,7 @@ as n grows and when lr is tuned, which of the notebook's findings hold, and whet
 survive a one-bit perturbation. A sentence without numbers behind it is never written;
 where the data cannot decide, the sentence says "inconclusive".
 """
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,10 +149,16 @@ def _holds_as_n_grows(t) -> list[Answer]:
     for r in rows.itertuples(index=False):
         if r.scope == "(none)" or r.evidence.startswith("needs"):
             continue
+        x = _numbers(r)
         what = {"supported": "holds", "not supported": "does not hold",
                 "inconclusive": "is inconclusive"}[r.verdict]
-        out.append(Answer(f"{r.scope}: the ranking at the smallest n {what} at the largest "
-                          f"({_clip(r.evidence)}).", "claims-samples"))
+        moved = [f"{a} {s}->{e}" for a, s, e in x.get("moved", [])]
+        out.append(Answer(
+            f"{r.scope}: the ranking at n={x['n_small']} {what} at n={x['n_large']}: the activation x n "
+            f"interaction has permutation p = {fmt(x['p'])} over {x['n_seeds']} seeds, Kendall's tau "
+            f"between the two rankings is {fmt(x['tau'])}, and "
+            + (f"{_count(len(moved), 'activation')} move 2 or more places ({_few(moved)})."
+               if moved else "no activation moves 2 or more places."), "claims-samples"))
     return out[:2]
 
 
@@ -161,26 +168,75 @@ def _holds_when_tuned(t) -> list[Answer]:
     if rows.empty:
         return []
     counts = rows["verdict"].value_counts()
-    worst = rows.assign(n=rows["evidence"].str.count("->")).sort_values("n", ascending=False).iloc[0]
-    return [Answer(
-        f"With lr tuned per activation on the validation split, the ranking at the notebook's lr "
-        f"holds in {counts.get('supported', 0)} of {len(rows)} conditions, fails in "
-        f"{counts.get('not supported', 0)} and is inconclusive in {counts.get('inconclusive', 0)}; "
-        f"largest change: {worst['scope']}, {_clip(worst['evidence'])}.", "tuning")]
+    text = (f"With lr tuned per activation on the validation split, the ranking at the notebook's lr "
+            f"holds in {counts.get('supported', 0)} of {len(rows)} conditions, fails in "
+            f"{counts.get('not supported', 0)} and is inconclusive in {counts.get('inconclusive', 0)}")
+    shift = t.get("ranking_shift")
+    if shift is not None and len(shift) and shift["n_moved"].max() > 0:
+        worst = shift.sort_values(["n_moved", "kendall_tau"], ascending=[False, True]).iloc[0]
+        moved = [m.strip() for m in str(worst["moved"]).split(",") if m.strip()]
+        text += (f"; the largest change is {worst['condition']}, n={int(worst['n_train'])}, where "
+                 f"{_count(len(moved), 'activation')} move 2 or more places ({_few(moved)}) and "
+                 f"Kendall's tau is {fmt(worst['kendall_tau'])}")
+    return [Answer(text + ".", "tuning")]
 
 
 def _original_findings(t) -> list[Answer]:
     f = t.get("findings")
     if f is None or f.empty:
         return []
-    parts = []
-    for verdict in ("supported", "not supported", "inconclusive"):
-        ids = sorted(set(f.loc[f["verdict"] == verdict, "id"]))
-        if ids:
-            parts.append(f"{verdict}: {', '.join(ids)}")
-    return [Answer(f"The notebook's findings over {len(f)} scopes, by claim — " + "; ".join(parts)
-                   + " (a mix within a claim means it holds in some models and not others).",
-                   "findings")]
+    grid = verdict_grid({"findings": f, "per_run": t.get("per_run")})
+    both = [c for c in grid.index if grid.loc[c].dropna().map(_all_are("supported")).all()]
+    never = [c for c in grid.index if grid.loc[c].dropna().map(_all_are("not supported")).all()]
+    rest = len(grid) - len(both) - len(never)
+    text = (f"Of the notebook's {len(grid)} findings, judged per model in the table below, "
+            + (f"{_count(len(both), 'holds', 'hold')} in every model where judged: {_few(both)}; "
+               if both else "none holds in every model where judged; ")
+            + (f"{_count(len(never), 'fails', 'fail')} in every model: {_few(never)}; " if never
+               else "none fails in every model; ")
+            + f"the other {rest} hold in some models and not in others, or cannot be decided.")
+    return [Answer(text, "verdicts")]
+
+
+def verdict_grid(t) -> pd.DataFrame:
+    """Claims (rows, "(id) words") by model (columns): each cell the list of (sub-scope, verdict)
+    of that claim in that model; a claim judged over all models fills every column."""
+    frames = [t[k] for k in ("findings", "samples", "fairness", "mechanisms", "papers")
+              if t.get(k) is not None and len(t[k])]
+    if not frames:
+        return pd.DataFrame()
+    v = pd.concat(frames, ignore_index=True)
+    v = v[~v["scope"].isin(["(none)"])]
+    models = _models(t, v)
+    cells: dict = {}
+    for r in v.itertuples(index=False):
+        row = f"({r.id}) {r.claim}"
+        cells.setdefault(row, {})
+        for model, rest in _scoped(r.scope, models):
+            cells[row].setdefault(model, []).append((rest, r.verdict))
+    return pd.DataFrame.from_dict(cells, orient="index").reindex(columns=models + [
+        c for c in ("other",) if any("other" in d for d in cells.values())])
+
+
+def _models(t, v) -> list:
+    per_run = t.get("per_run")
+    if per_run is not None and len(per_run):
+        return sorted(map(str, per_run["model"].unique()))
+    return sorted({s.split(",")[0].split(" (")[0] for s in v["scope"] if s != "all models"})
+
+
+def _scoped(scope: str, models: list) -> list:
+    """[(model, the rest of the scope)] a verdict's scope speaks of."""
+    if scope == "all models":
+        return [(m, "") for m in models]
+    for m in sorted(models, key=len, reverse=True):  # mlp_original before mlp
+        if scope == m or scope.startswith((m + ",", m + " ")):
+            return [(m, scope[len(m):].lstrip(", ").strip())]
+    return [("other", scope)]
+
+
+def _all_are(verdict):
+    return lambda cell: all(v == verdict for _, v in cell)
 
 
 def _mechanism(t) -> list[Answer]:
@@ -188,11 +244,19 @@ def _mechanism(t) -> list[Answer]:
     if m is None or m.empty:
         return []
     m1 = m[(m["id"] == "m1") & (m["verdict"] != "inconclusive")]
-    if m1.empty:
-        return []
-    r = m1.iloc[0]
-    return [Answer(f"Sigmoid's flat loss ({r['scope']}): put down to saturation or vanishing "
-                   f"gradients — {r['verdict']}; {_clip(r['evidence'])}.", "mechanisms")]
+    out = []
+    for r in m1.itertuples(index=False):
+        x = _numbers(r)
+        if not {"sigmoid_fall", "others_median_fall", "grad_ratio_rel"} <= set(x):
+            continue
+        what = {"supported": "measured", "not supported": "not measured"}[r.verdict]
+        out.append(Answer(
+            f"{r.scope}: sigmoid's flat loss put down to saturation or vanishing gradients is {what}: "
+            f"its train loss falls {fmt(x['sigmoid_fall'])} nats against a median "
+            f"{fmt(x['others_median_fall'])} for the {x['n_others']} other activations, and its "
+            f"first-to-last-layer gradient-norm ratio is {fmt(x['grad_ratio_rel'])} times theirs "
+            f"(vanishing means below {fmt(x['vanishing'])} times).", "mechanisms"))
+    return out[:1]
 
 
 def _robust(t) -> list[Answer]:
@@ -211,5 +275,20 @@ def _robust(t) -> list[Answer]:
     return [Answer(text + ".", "robustness")]
 
 
-def _clip(text: str, limit: int = 220) -> str:
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+def _numbers(row) -> dict:
+    """A verdict's numbers (JSON in the claims tables)."""
+    x = row.numbers
+    return json.loads(x) if isinstance(x, str) and x else (x if isinstance(x, dict) else {})
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """'1 activation', '3 activations'; with `many`, a verb: '1 holds', '2 hold'."""
+    return f"{n} {one}" if n == 1 else f"{n} {many or one + 's'}"
+
+
+def _few(names, limit: int = 5) -> str:
+    """Up to `limit` names in full, then 'and N more': a sentence that ends, and says who."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1] if names else ""
+    return ", ".join(names[:limit]) + f" and {len(names) - limit} more"

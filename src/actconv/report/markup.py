@@ -23,6 +23,7 @@ figcaption{font-size:.9rem;color:#444} .meta{color:#555;font-size:.9rem}
 details{margin:.6rem 0} summary{cursor:pointer;font-weight:600}
 .scroll{max-height:28rem;overflow:auto}
 code{background:#f5f5f5;padding:0 .2rem;overflow-wrap:anywhere} .wide{overflow-x:auto}
+figure.live{border:1px solid #eee;padding:.3rem} .verdict-grid td{white-space:nowrap}
 """
 
 

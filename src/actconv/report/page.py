@@ -10,6 +10,7 @@ from ..errors import ActconvError
 from ..study.activations import use_stored_activations
 from .contents import (claim_tables, curve_tables, done_epochs, question_tables, study_reference_lr,
                        study_search)
+from . import interactive
 from .figure_jobs import curve_figures, diagnostics_figures, GALLERY, question_figures
 from .markup import CSS, esc, figure_html, verdict_table
 from .render import cores, FigureWriter
@@ -82,7 +83,10 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
         inside, curves, questions = writer.results()
     written = curves + inside + questions  # the page's order
     write_tables(t, dest)
-    page = page_html(out_dir, results, t, written, spike_k, spike_window, threshold)
+    live = interactive.figures_for(t)
+    if live:  # one copy of the bundle beside the page: it opens from disk with no network
+        (dest / interactive.BUNDLE).write_bytes(interactive.bundle())
+    page = page_html(out_dir, results, t, written, spike_k, spike_window, threshold, live)
     index = dest / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
@@ -100,24 +104,29 @@ def write_tables(t, dest: Path) -> None:
             t[name].to_csv(dest / f"{name}.csv", index=False)
 
 
-def page_html(out_dir, results, t, figures, spike_k, spike_window, threshold) -> str:
+def page_html(out_dir, results, t, figures, spike_k, spike_window, threshold, live=()) -> str:
+    """The page, ordered by question: the answers, then the tables and figures behind each
+    answer, then the study's runs and configuration, then every figure, collapsed."""
     runs = results.runs
     studies = sorted(map(str, runs["study"].dropna().unique())) if "study" in runs.columns else []
     title = "actconv report: " + (", ".join(studies) if studies else "unnamed study")
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>",
-             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
+             f"<title>{esc(title)}</title><style>{CSS}</style>",
+             f"<script src='{interactive.BUNDLE}'></script>" if live else "",
+             "</head><body>",
              f"<h1>{esc(title)}</h1>",
              f"<p class='meta'>Results in <code>{esc(Path(out_dir).resolve())}</code>; written "
              f"{esc(now)}. Figures and tables are also in <code>figures/</code> and the CSV files "
              f"next to this page.</p>"]
     parts += answers_section(t)  # the report opens with what the study says
-    top = [figure_html(*f[1:]) for f in figures if f[0] == GALLERY]  # where each one saturates
-    parts += [f"<h2 id='gallery'>{esc(GALLERY)}</h2>"] + top if top else []
-    figures = [f for f in figures if f[0] != GALLERY]
-    parts += status_section(runs)
-    parts += config_section(runs)
+    backing = {}
+    for f in live:
+        backing.setdefault(f.anchor, []).append(live_html(f))
+    parts += ranking_section(t) + backing.pop("ranking", [])
+    parts += tuning_section(t) + backing.pop("tuning", [])
+    parts += learning_section(t) + backing.pop("learning", [])
     parts += verdict_table("papers", "Published claims, checked", PAPERS_INTRO, t.get("papers"),
                             claims.labels(claims.PAPERS))
     parts += verdict_table("findings", "The original findings, checked", FINDINGS_INTRO, t["findings"])
@@ -126,24 +135,54 @@ def page_html(out_dir, results, t, figures, spike_k, spike_window, threshold) ->
                             t.get("samples"))
     parts += verdict_table("claims-fairness", "Does the comparison survive tuning?", FAIRNESS_INTRO,
                             t.get("fairness"))
-    parts += ranking_section(t)
-    parts += tuning_section(t)
-    parts += learning_section(t)
     parts += robustness_section(t)
-    first = {}
-    for sec, *_ in figures:
-        first.setdefault(sec, len(first))
-    section = None
-    for sec, stem, caption, png in sorted(figures, key=lambda f: first[f[0]]):  # a section once
-        if sec != section:
-            parts.append(f"<h2>{esc(sec)}</h2>")
-            section = sec
-        parts.append(figure_html(stem, caption, png))
-    if not figures:
-        parts.append("<h2>Figures</h2><p>No finished runs yet: nothing to draw.</p>")
+    parts += [html for group in backing.values() for html in group]
+    parts += status_section(runs)
+    parts += config_section(runs)
+    parts += all_figures(figures)
     parts += tables_section(t, threshold)
     parts += method_section(spike_k, spike_window, threshold)
+    if live:
+        parts.append(f"<script>{DRAW}</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
+def all_figures(figures) -> list:
+    """Every static figure, by topic, in one collapsed section (the activation gallery first)."""
+    if not [f for f in figures if f[0] != GALLERY]:
+        return ["<h2 id='figures'>All figures</h2><p>No finished runs yet: nothing to draw.</p>"]
+    first = {GALLERY: 0}
+    for sec, *_ in figures:
+        first.setdefault(sec, len(first))
+    out = [f"<h2 id='figures'>All figures</h2><details id='all-figures'><summary>All {len(figures)} "
+           f"figures, by topic (click to open)</summary>"]
+    section = None
+    for sec, stem, caption, png in sorted(figures, key=lambda f: first[f[0]]):  # a section once
+        if sec != section:
+            out.append(f"<h3 id='gallery'>{esc(sec)}</h3>" if sec == GALLERY else f"<h3>{esc(sec)}</h3>")
+            section = sec
+        out.append(figure_html(stem, caption, png))
+    out.append("</details>")
+    return out
+
+
+def live_html(f) -> str:
+    """An interactive figure: its spec as JSON beside an empty div that DRAW fills."""
+    return (f"<figure class='live' id='live-{esc(f.slug)}'><div class='plotly-figure' "
+            f"data-spec='spec-{esc(f.slug)}'></div><script type='application/json' id='spec-{esc(f.slug)}'>"
+            f"{interactive.spec_json(f.spec)}</script><figcaption>{esc(f.caption)}</figcaption></figure>")
+
+
+# Draws every interactive figure once the page has loaded; without the bundle (a page copied
+# alone) the figures say so and the static ones under "All figures" remain.
+DRAW = """
+document.querySelectorAll('.plotly-figure').forEach(function (div) {
+  var spec = JSON.parse(document.getElementById(div.dataset.spec).textContent);
+  if (typeof Plotly === 'undefined') {
+    div.textContent = 'Interactive figure: needs plotly.min.js beside this page.';
+    return;
+  }
+  Plotly.newPlot(div, spec.data, spec.layout, {responsive: true, displaylogo: false});
+});
+"""

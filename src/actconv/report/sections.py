@@ -8,6 +8,7 @@ from ..analysis import stats as analysis, claims
 from ..analysis.tables import CONFIG_KEYS, fmt
 from ..study.activations import logit_loss_floor
 from .markup import esc, html_table, interval_text
+from . import answers
 
 STATUSES = ("done", "diverged", "failed", "running", "pending")
 
@@ -58,7 +59,8 @@ def config_section(runs: pd.DataFrame) -> list:
         row = {"model": model}
         for col in ("model_kind", "activate_logits", "hidden_units", "hidden_layers", "dataset",
                     "epochs", "batch_size", "optimizer", "lr", "engine", "torch_version",
-                    "device", "threads", "dtype"):
+                    "device", "threads", "dtype", "parameters", "activation_modules",
+                    "replaced_activations"):  # the last three: as built, per activation (PReLU adds)
             if col in g.columns:
                 row[col] = ", ".join(str(v) for v in sorted(g[col].dropna().unique(), key=str))
         row["activations"] = g["activation"].nunique()
@@ -106,7 +108,30 @@ def answers_section(t) -> list:
     items = "".join(f"<li>{esc(a.text)} <a href='#{esc(a.anchor)}'>evidence</a></li>" for a in found)
     return ["<h2 id='answers'>Answers</h2>",
             "<p>What this study says, each sentence from the verdicts and numbers below.</p>",
-            f"<ol class='answers'>{items}</ol>"]
+            f"<ol class='answers'>{items}</ol>", *verdict_grid_html(answers.verdict_grid(t))]
+
+
+def verdict_grid_html(grid) -> list:
+    """Every claim by model at a glance: a badge per verdict, its sub-scope (n, logits) beside it;
+    the evidence is in the claims' tables further down."""
+    if grid is None or grid.empty:
+        return []
+    head = "".join(f"<th>{esc(c)}</th>" for c in grid.columns)
+    rows = []
+    for claim, cells in grid.iterrows():
+        tds = []
+        for cell in cells:
+            if not isinstance(cell, list):
+                tds.append("<td></td>")
+                continue
+            badges = "<br>".join((f"{esc(rest)}: " if rest else "")
+                                 + f"<span class='verdict {esc(v.replace(' ', '-'))}'>{esc(v)}</span>"
+                                 for rest, v in cell)
+            tds.append(f"<td>{badges}</td>")
+        rows.append(f"<tr><td>{esc(claim)}</td>{''.join(tds)}</tr>")
+    return ["<h3 id='verdicts'>Every claim, by model</h3>",
+            f"<div class='wide'><table class='verdict-grid'><thead><tr><th>claim</th>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>"]
 
 
 def tuning_section(t) -> list:

@@ -35,7 +35,13 @@ def _in_worker(fn, *args):
 
 
 def _init_worker(threads: int, driver: int):
+    from tqdm import tqdm
+
     from ..train.seeding import set_threads
+    # tqdm's first bar makes a multiprocessing lock, registered with the driver's resource
+    # tracker; a worker killed mid-run never unregisters it, and at exit the tracker warns of
+    # "leaked semaphore objects". A worker's bars are its own: a thread lock is enough.
+    tqdm.set_lock(threading.RLock())
     threading.Thread(target=_exit_when_gone, args=(driver,), name="actconv-driver-watch", daemon=True).start()
     set_threads(threads)
 

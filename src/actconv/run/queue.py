@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, StoreError
+from ..study import zoo
 from ..study.config import RunSpec, StudySpec
 from . import pool, ray_tasks, serial
 from .execution import DataArgs, Lost, Options
@@ -41,20 +42,30 @@ class StudyOutcome:
     wall_s: float = 0.0
 
 
-def plan_units(specs: list[RunSpec]) -> list[list[RunSpec]]:
-    """Group runs into work units: ensemble runs that differ only in seed go together."""
+# What ensemble runs of one unit may differ in (train/ensemble.py FREE): seeds, perturbed
+# siblings beside their originals, and the elementwise optimizer settings, so that a cell's
+# search trials and their seeds train as one unit.
+UNIT_FREE = ("seed", "perturb", "replica", "lr", "momentum", "weight_decay")
+
+
+def plan_units(specs: list[RunSpec], jobs: int = 1) -> list[list[RunSpec]]:
+    """Group runs into work units: ensemble runs that differ only in UNIT_FREE go together,
+    the largest unit halved while there are fewer units than `jobs` (an idle core costs more
+    than a smaller stack, and a member's numbers do not depend on its unit-mates)."""
     units, groups = [], {}
     for s in specs:
         if s.engine == "ensemble":
-            # siblings (perturb, replica) train beside their originals: one unit, like seeds
-            key = json.dumps({k: v for k, v in asdict(s).items()
-                              if k not in ("seed", "perturb", "replica")}, sort_keys=True)
+            key = json.dumps({k: v for k, v in asdict(s).items() if k not in UNIT_FREE}, sort_keys=True)
             if key not in groups:
                 groups[key] = []
                 units.append(groups[key])
             groups[key].append(s)
         else:
             units.append([s])
+    while len(units) < jobs and max(map(len, units), default=1) > 1:
+        i = max(range(len(units)), key=lambda j: len(units[j]))
+        half = len(units[i]) // 2
+        units[i:i + 1] = [units[i][:half], units[i][half:]]
     return units
 
 
@@ -102,8 +113,10 @@ def run_study(study: StudySpec, out_dir, *, jobs: int | str = 1, executor: str =
     backend = BACKENDS["serial" if executor == "local" and jobs == 1 else executor]
     # Everything is validated before the store is touched (with a pool, by a worker, so the
     # driver never imports torch).
-    models = tuple({s.model: (s.model, s.model_spec, s.activation, s.engine, s.activation_def)
-                    for s in specs}.values())
+    # One activation per model, but every one for a zoo network: whether it builds may depend on
+    # the activation (a torchvision network that reuses a module refuses a parametric one).
+    models = tuple({(s.model, s.activation if zoo.is_zoo(s.model_spec.kind) else ""):
+                    (s.model, s.model_spec, s.activation, s.engine, s.activation_def) for s in specs}.values())
     pool_size, has_cuda, input_shape, n_classes = backend.probe(data_args, cuda, models)
     too_big = sorted({s.n_train for s in specs if s.n_train > pool_size})
     if too_big:
@@ -123,7 +136,7 @@ def run_study(study: StudySpec, out_dir, *, jobs: int | str = 1, executor: str =
         todo = [s for s in specs if statuses.get(s.run_id) not in FINISHED]
         outcome = StudyOutcome(str(out_dir), len(specs), len(specs) - len(todo), 0)
         owner = owner_id()
-        work = _WorkQueue(store, plan_units(todo), owner, retries, lease_s)
+        work = _WorkQueue(store, plan_units(todo, jobs), owner, retries, lease_s)
         bar = tqdm(total=len(todo), desc=f"{study.name} runs", unit="run", disable=not progress,
                    smoothing=0.05)
         try:

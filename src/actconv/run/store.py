@@ -48,11 +48,14 @@ CREATE TABLE IF NOT EXISTS diagnostics (
     run_id TEXT NOT NULL, epoch INTEGER, step INTEGER, layer TEXT, metric TEXT, value REAL);
 CREATE INDEX IF NOT EXISTS diagnostics_run ON diagnostics (run_id);
 """
+# What the worker reports of the model it built (models.facts), written with the run's result;
+# NULL in rows of stores from before (and for runs not trained yet).
+MODEL_FACTS = {"parameters": "INTEGER", "activation_modules": "INTEGER", "replaced_activations": "TEXT"}
 # Columns added after stores existed, with their value in earlier rows (None: NULL): a writer
 # adds the missing ones on open and a reader of an unchanged store sees that value, so stores
 # of an earlier actconv keep opening, reporting and resuming under the same schema version.
 ADDED_COLUMNS = {"epochs": {"val_loss": ("REAL", None), "val_accuracy": ("REAL", None)},
-                 "runs": {"validation": ("INTEGER", 0)}}
+                 "runs": {"validation": ("INTEGER", 0), **{c: (kind, None) for c, kind in MODEL_FACTS.items()}}}
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                  "val_loss", "val_accuracy"]
 
@@ -230,9 +233,10 @@ class Store:
             self.conn.execute(
                 "UPDATE runs SET status=?, diverged_step=?, error=?, wall_s=?, finished_at=?, "
                 "attempts=MAX(attempts, 1), torch_version=?, device=?, threads=?, dtype=?, claimed_by=NULL, "
-                "lease_until=NULL WHERE run_id=?",
+                f"lease_until=NULL, {', '.join(f'{c}=?' for c in MODEL_FACTS)} WHERE run_id=?",
                 (result.status, result.diverged_step, result.error, result.wall_s, time.time(),
-                 env.get("torch_version"), env.get("device"), env.get("threads"), env.get("dtype"), rid))
+                 env.get("torch_version"), env.get("device"), env.get("threads"), env.get("dtype"),
+                 *(env.get(c) for c in MODEL_FACTS), rid))
 
     # -- claims: drivers sharing one store never run a run twice at once ----------------
     def claim(self, run_ids, owner: str, lease_s: float = LEASE_S) -> list[str]:

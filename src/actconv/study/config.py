@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from . import activations as acts
 from . import search as searching
-from . import userimport
+from . import userimport, zoo
 
 OPTIMIZERS = ["sgd", "adam"]
 ENGINES = ["auto", "loop", "ensemble"]
@@ -22,7 +22,10 @@ DTYPES = ["float32", "float64"]
 # driver plans and stores it) without importing torch; a test keeps them equal.
 DATASETS = ["mnist-5k", "mnist", "fashion-mnist", "kmnist", "digits", "cifar10"]
 NPZ = "npz:"  # a user's arrays: npz:PATH
-MODELS = ["mlp", "tinyvgg"]  # and a user's factory, kind = "module:attr"
+TORCHVISION_DATA = "torchvision:"  # torchvision's classification sets: torchvision:NAME
+TORCHVISION_DATASETS = ["CIFAR10", "CIFAR100", "SVHN", "STL10", "EMNIST", "KMNIST", "MNIST", "FashionMNIST"]
+EMNIST_SPLITS = ["byclass", "bymerge", "balanced", "letters", "digits", "mnist"]  # torchvision:EMNIST:SPLIT
+MODELS = ["mlp", "tinyvgg", "resnet20"]  # and a user's factory, kind = "module:attr", and timm:NAME, torchvision:NAME
 INITS = acts.INITS
 
 
@@ -35,14 +38,16 @@ class ModelSpec:
     activate_logits: bool = False   # true reproduces the original MLP: activation on the logits
     batchnorm: bool = False         # BatchNorm before each hidden activation (MLP only)
     init: str = "default"           # PyTorch's init; "auto" picks per activation
-    options: tuple[tuple[str, object], ...] = ()  # a "module:attr" kind's factory keywords, sorted
-    fingerprint: str = ""           # hash of a "module:attr" factory's source: an edit gives new runs
+    options: tuple[tuple[str, object], ...] = ()  # a "module:attr" or zoo kind's keywords, sorted
+    fingerprint: str = ""           # hash of a "module:attr" factory's source, a zoo kind's library
+                                    # version: an edit or an upgrade gives new runs
 
 
 BUILTIN_MODELS = {
     "mlp": ModelSpec("mlp"),
     "mlp_original": ModelSpec("mlp", activate_logits=True),
     "tinyvgg": ModelSpec("tinyvgg"),
+    "resnet20": ModelSpec("resnet20"),  # hidden_units unused: the paper's widths
 }
 
 
@@ -291,11 +296,14 @@ def _values(value) -> tuple:
 
 
 def _model_spec(where: str, table: dict, folder=None) -> ModelSpec:
+    if zoo.is_zoo(table.get("kind")):
+        return zoo_model_spec(where, table)
     if userimport.is_ref(table.get("kind")):
         return _user_model_spec(where, table, folder)
     spec = ModelSpec(**_check_keys(where, table, MODEL_KEYS))
     if spec.kind not in MODELS:
-        raise ConfigError(f"{where}: " + acts.unknown("model kind", spec.kind, MODELS + ["module:attr"]))
+        raise ConfigError(f"{where}: " + acts.unknown("model kind", spec.kind,
+                                                      MODELS + ["module:attr", "timm:NAME", "torchvision:NAME"]))
     if spec.init not in INITS:
         raise ConfigError(f"{where}: " + acts.unknown("init", spec.init, INITS))
     if spec.hidden_units <= 0 or spec.hidden_layers <= 0:
@@ -318,9 +326,22 @@ def _user_model_spec(where: str, table: dict, folder) -> ModelSpec:
                      fingerprint=userimport.fingerprint(factory))
 
 
+def zoo_model_spec(where: str, table: dict) -> ModelSpec:
+    """kind = "timm:NAME" or "torchvision:NAME": the table's other keys go to the library's builder."""
+    init = _check_type(where, "init", table.get("init", "default"), str)
+    if init not in INITS:
+        raise ConfigError(f"{where}: " + acts.unknown("init", init, INITS))
+    for key, value in table.items():
+        if isinstance(value, OPTION_TYPES):
+            _check_type(where, key, value, type(value))
+    options, fingerprint = zoo.validate(table["kind"], {k: v for k, v in table.items()
+                                                        if k not in ("kind", "init")}, where)
+    return ModelSpec(table["kind"], init=init, options=options, fingerprint=fingerprint)
+
+
 def is_user_model(kind: str) -> bool:
-    """A model kind that names a user's factory, `module:attr`."""
-    return userimport.is_ref(kind)
+    """A model kind with its own options: a user's factory, `module:attr`, or a zoo network."""
+    return userimport.is_ref(kind) or zoo.is_zoo(kind)
 
 
 def dataset_ref(where: str, name: str, folder=None) -> tuple[str, str]:
@@ -329,14 +350,31 @@ def dataset_ref(where: str, name: str, folder=None) -> tuple[str, str]:
     where = f"{where}: " if where else ""
     if name in DATASETS:
         return name, ""
+    if isinstance(name, str) and name.startswith(TORCHVISION_DATA):
+        return _torchvision_dataset(where, name), ""
     if not isinstance(name, str) or not name.startswith(NPZ) or len(name) == len(NPZ):
-        raise ConfigError(where + acts.unknown("dataset", name, DATASETS + [NPZ + "PATH"]))
+        raise ConfigError(where + acts.unknown("dataset", name, DATASETS + [NPZ + "PATH", TORCHVISION_DATA + "NAME"]))
     path = Path(folder or ".") / Path(name[len(NPZ):]).expanduser()
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     except OSError as e:
         raise ConfigError(f"{where}cannot read the npz file {path}: {e.strerror}") from None
     return NPZ + str(path.resolve()), digest
+
+
+def _torchvision_dataset(where: str, name: str) -> str:
+    """torchvision:NAME, or torchvision:EMNIST:SPLIT: EMNIST's six splits are six datasets, and
+    no default is assumed, so one spelling names one dataset (and one set of run ids)."""
+    base, _, variant = name[len(TORCHVISION_DATA):].partition(":")
+    if base not in TORCHVISION_DATASETS:
+        raise ConfigError(where + acts.unknown("torchvision dataset", base, TORCHVISION_DATASETS))
+    if base == "EMNIST" and variant not in EMNIST_SPLITS:
+        raise ConfigError(f"{where}EMNIST needs its split: torchvision:EMNIST:SPLIT, SPLIT one of "
+                          f"{', '.join(EMNIST_SPLITS)}" + (f" (got {variant!r})" if variant else ""))
+    if base != "EMNIST" and variant:
+        raise ConfigError(f"{where}torchvision:{base} takes no split (got {variant!r}); its own train and "
+                          f"test sets are used")
+    return name
 
 
 def _grid(where: str, table: dict, defaults: dict, models: dict, defs: dict | None = None,
@@ -403,6 +441,11 @@ def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
         models[name] = _model_spec(f"{where} [models.{name}]", table, folder)
     defaults = {k: v for k, v in d.items() if k in GRID_KEYS and k != "models"}
     grid_tables = d.get("grid") or [{"models": [m for m in d.get("models", {})] or ["mlp"]}]
+    for table in grid_tables:  # a grid may name a network without a table: models = ["timm:resnet10t"]
+        names = table.get("models") if isinstance(table, dict) else None
+        for m in names if isinstance(names, list) else []:
+            if m not in models and zoo.is_zoo(m):
+                models[m] = zoo_model_spec(f"{where} [[grid]] models", {"kind": m})
     grids = []
     for i, table in enumerate(grid_tables):
         if not isinstance(table, dict):
@@ -540,15 +583,17 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
     if models is not None:
         known = {**BUILTIN_MODELS, **specs}
         for m in models:
+            if m not in known and zoo.is_zoo(m):  # --models timm:resnet10t: the network by its name
+                known[m] = zoo_model_spec(f"--models {m}", {"kind": m})
             if m not in known:
-                raise ConfigError(acts.unknown("model", m, known))
+                raise ConfigError(acts.unknown("model", m, [*known, "timm:NAME", "torchvision:NAME"]))
         specs = {m: known[m] for m in models}
     changes = {k: v for k, v in (("hidden_units", hidden_units), ("activate_logits", activate_logits))
                if v is not None}
     if changes:
         if changes.get("hidden_units", 1) <= 0:
             raise ConfigError(f"hidden_units must be positive, got {hidden_units}")
-        specs = {m: s if is_user_model(s.kind) else  # a user's factory has its own options
+        specs = {m: s if is_user_model(s.kind) or s.kind == "resnet20" else  # their own widths
                  replace(s, **{k: v for k, v in changes.items() if k == "hidden_units" or s.kind == "mlp"})
                  for m, s in specs.items()}
     train = {k: v for k, v in train.items() if v is not None}
@@ -619,11 +664,22 @@ def _search_flags(study: StudySpec, space, trials, sampler, tune_seeds, confirm_
 COST_PER_SAMPLE = {"mlp": 2.5e-5 / 50890, "tinyvgg": 1.7e-6}  # per parameter; per hidden unit squared
 
 
+# Per training image and per scored image (each epoch scores the test set, taken as CIFAR-10's
+# 10,000, and the validation split), measured by benchmarks/zoo_cost.py, one thread, CPU time.
+COST_PER_IMAGE = {"resnet20": (4.1e-3, 1.25e-3), "timm:resnet10t": (2.2e-3, 0.77e-3)}
+CIFAR_TEST = 10_000
+
+
 def estimate_seconds(study: StudySpec) -> float:
     """A rough wall-time estimate for one worker."""
     total = 0.0
     for spec in study.runs():
         m = spec.model_spec
+        if m.kind in COST_PER_IMAGE:
+            train, scored = COST_PER_IMAGE[m.kind]
+            total += (spec.n_train * spec.epochs * train
+                      + (spec.n_train + (spec.epochs + 1) * (CIFAR_TEST + spec.validation)) * scored)
+            continue
         h = m.hidden_units
         params = 784 * h + (m.hidden_layers - 1) * h * h + 10 * h
         per = (COST_PER_SAMPLE["mlp"] * max(params, 50890) if m.kind == "mlp"

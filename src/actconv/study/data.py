@@ -1,5 +1,5 @@
 """Datasets: loaded once into float tensors [N, C, H, W] with any class count; seeded, nested
-training subsets."""
+training subsets. Built-in names, a user's npz:PATH, and torchvision's sets as torchvision:NAME."""
 import functools
 import gzip
 import os
@@ -217,6 +217,104 @@ def _unpack_debian_fashion(root: Path):
     return target
 
 
+# torchvision's classification sets by name, `torchvision:NAME` (EMNIST: `torchvision:EMNIST:SPLIT`),
+# each with the split its authors define: keywords of the training and of the test set, the
+# folder its files sit in under the root, and whether its images are stored [N, H, W, C].
+TORCHVISION = "torchvision:"
+TORCHVISION_SETS = {
+    "CIFAR10": ({"train": True}, {"train": False}, "cifar-10-batches-py", True),
+    "CIFAR100": ({"train": True}, {"train": False}, "cifar-100-python", True),
+    "SVHN": ({"split": "train"}, {"split": "test"}, ".", False),  # the 'extra' images are not used
+    "STL10": ({"split": "train"}, {"split": "test"}, "stl10_binary", False),  # nor the unlabeled ones
+    "EMNIST": ({"train": True}, {"train": False}, "EMNIST/raw", False),
+    "KMNIST": ({"train": True}, {"train": False}, "KMNIST/raw", False),
+    "MNIST": ({"train": True}, {"train": False}, "MNIST/raw", False),
+    "FashionMNIST": ({"train": True}, {"train": False}, "FashionMNIST/raw", False),
+}
+EMNIST_SPLITS = ["byclass", "bymerge", "balanced", "letters", "digits", "mnist"]
+
+
+def _files_class(name: str):
+    """torchvision's class for `name`, reading the extracted files without their md5 check:
+    that check refuses any smaller or re-packed copy in the same format (a download keeps its
+    archive's md5). STL10 without its 2.7 GB unlabeled file, which no split here reads."""
+    from torchvision import datasets
+    cls = getattr(datasets, name)
+    if name.startswith("CIFAR"):
+        return type(name, (cls,), {"train_list": [[f, None] for f, _ in cls.train_list],
+                                   "test_list": [[f, None] for f, _ in cls.test_list],
+                                   "meta": {**cls.meta, "md5": None}})
+    if name == "STL10":
+        return type(name, (cls,), {"train_list": [[f, None] for f, _ in cls.train_list[:2]],
+                                   "test_list": [[f, None] for f, _ in cls.test_list]})
+    if name == "SVHN":
+        return type(name, (cls,), {"_check_integrity": lambda self: os.path.exists(
+            os.path.join(self.root, self.filename))})
+    return cls
+
+
+def _idx_files(name: str, variant: str) -> list[str]:
+    if name == "EMNIST":
+        return [f"emnist-{variant}-{split}-{kind}-ubyte" for split in ("train", "test")
+                for kind in ("images-idx3", "labels-idx1")]
+    return RAW_FILES
+
+
+def _torchvision_set(dataset: str, data_dir, download):
+    """torchvision:NAME[:SPLIT] read through torchvision's own class from the root's files."""
+    name, _, variant = dataset[len(TORCHVISION):].partition(":")
+    if name not in TORCHVISION_SETS:
+        raise DataError(unknown("torchvision dataset", name, list(TORCHVISION_SETS)))
+    if (name == "EMNIST") != bool(variant) or (variant and variant not in EMNIST_SPLITS):
+        raise DataError(f"{dataset}: EMNIST needs one of its splits, torchvision:EMNIST:SPLIT with SPLIT in "
+                        f"{', '.join(EMNIST_SPLITS)}; the other sets take none")
+    train_kw, test_kw, folder, channels_last = TORCHVISION_SETS[name]
+    root = Path(data_dir) if data_dir else cache_dir() / "data"
+    if folder.endswith("/raw") and not download:  # gzipped IDX files as distributed: unpacked into the cache
+        root = _unpack_gz(root, folder, _idx_files(name, variant)) or root
+    cls, extra = _files_class(name), ({"split": variant} if variant else {})
+    try:
+        train = cls(str(root), download=download, **train_kw, **extra)
+        test = cls(str(root), download=download, **test_kw, **extra)
+    except RuntimeError as e:
+        if "not found" in str(e).lower():
+            raise DataError(f"{name} files not found under {root / folder}; pass --data-dir with the files as "
+                            f"torchvision's {name} reads them, or add --download") from None
+        raise DataError(f"{name} files under {root} cannot be read: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- unpickling or parsing a damaged file raises almost anything
+        raise DataError(f"{name} files under {root} are corrupt or unreadable "
+                        f"({type(e).__name__}: {e}); delete them and download again") from None
+
+    def arrays(ds):
+        x = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
+        if channels_last:
+            x = x.transpose(0, 3, 1, 2)
+        y = ds.targets if hasattr(ds, "targets") else ds.labels
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.as_tensor(np.asarray(y), dtype=torch.int64)
+    # letters: torchvision's classes start with 'N/A' (labels 1..26), so 27 classes, one never seen
+    n_classes = len(train.classes) if getattr(train, "classes", None) else 10
+    return (*arrays(train), *arrays(test), n_classes)
+
+
+def _unpack_gz(root: Path, folder: str, files: list[str]):
+    """Where `files` sit gzipped in ROOT/folder (as the authors distribute them) and not unpacked,
+    unpack them into the cache where torchvision finds them; the new root, or None."""
+    src = root / folder
+    if all((src / f).exists() for f in files) or not all((src / (f + ".gz")).exists() for f in files):
+        return None
+    import hashlib
+    target = cache_dir() / "unpacked" / hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:16]
+    raw = target / folder
+    raw.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if not (raw / f).exists() or (raw / f).stat().st_mtime < (src / (f + ".gz")).stat().st_mtime:
+            tmp = raw / (f + ".tmp")
+            with gzip.open(src / (f + ".gz")) as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            tmp.replace(raw / f)
+    return target
+
+
 DATASETS = {
     "mnist-5k": _mnist_5k,
     "mnist": _torchvision("MNIST", "MNIST"),
@@ -234,11 +332,14 @@ def load(name: str, data_dir: str | None = None, download: bool = False,
          normalize: str = "none") -> Data:
     """Load a dataset (a registered name or npz:PATH) once per process: uint8 images scaled to
     [0, 1] as ToTensor does, float images as given, [N, H, W] given one channel."""
-    if name not in DATASETS and not name.startswith(NPZ):
-        raise DataError(unknown("dataset", name, list(DATASETS) + [NPZ + "PATH"]))
+    if name not in DATASETS and not name.startswith((NPZ, TORCHVISION)):
+        raise DataError(unknown("dataset", name, list(DATASETS) + [NPZ + "PATH", TORCHVISION + "NAME"]))
     if normalize not in NORMALIZATIONS:
         raise DataError(unknown("normalization", normalize, NORMALIZATIONS))
-    loaded = _npz(name[len(NPZ):]) if name.startswith(NPZ) else DATASETS[name](data_dir, download)
+    if name.startswith(TORCHVISION):
+        loaded = _torchvision_set(name, data_dir, download)
+    else:
+        loaded = _npz(name[len(NPZ):]) if name.startswith(NPZ) else DATASETS[name](data_dir, download)
     train_x, train_y, test_x, test_y = loaded[:4]
     for what, x, y in (("training", train_x, train_y), ("test", test_x, test_y)):
         if x.ndim not in (3, 4) or len(x) != len(y):

@@ -1,11 +1,14 @@
-"""Many seeds of one configuration trained at once: stacked parameters, one batched step.
+"""Many runs of one configuration trained at once: stacked parameters, one batched step.
 
 Each member is exactly the run the loop engine would train for its seed: `train.prepare`
 gives its subset and initial weights, its own generator its batch order, and its
-optimizer state is its own slice of the stacked state (SGD with momentum and weight
-decay, and Adam, are elementwise, so one optimizer over stacked tensors is K independent
-ones). The summed loss has each member's own gradient as its slice, and a member that
-goes non-finite poisons only its own slice; it is dropped at the end of that epoch.
+optimizer state is its own slice of the stacked state. Members may differ in lr, momentum
+and weight decay too (a cell's search trials and seeds as one unit): SGD and Adam are
+elementwise, so each run of members sharing a setting gets the loop's optimizer over its
+slices of the stacked tensors, and a member's numbers equal those of its ensemble of one bit
+for bit (tests/test_ensemble_mixed.py). The summed loss has each member's own gradient as
+its slice, and a member that goes non-finite poisons only its own slice; it is dropped at
+the end of that epoch.
 
 Layers run batched by hand rather than through `torch.func.vmap(functional_call)`.
 Measured on the 2-core reference CPU, one thread, CPU time of one step of 8 MLP(64)
@@ -133,14 +136,56 @@ class Stack:
         return torch.stack(x).flatten(2) if isinstance(x, list) else x
 
 
+# What members of one unit may differ in: the seed and perturbation (their own data order and
+# weights), and the optimizer settings that act elementwise on each parameter.
+FREE = ("seed", "perturb", "replica", "lr", "momentum", "weight_decay")
+
+
 def _check_unit(unit: list[RunSpec]) -> None:
-    """Members may differ in their seed (and perturbed siblings in their perturbation) only."""
-    first = unit[0]
-    if any(replace(s, seed=first.seed, perturb="", replica=0) != replace(first, perturb="", replica=0)
-           for s in unit[1:]):
-        raise ConfigError("an ensemble's runs may differ only in their seed or perturbation")
-    if len({(s.seed, s.perturb, s.replica) for s in unit}) != len(unit):
+    """Members may differ in their seed, perturbation, lr, momentum and weight decay only."""
+    same = lambda s: replace(s, **{f: getattr(unit[0], f) for f in FREE})  # noqa: E731
+    if any(same(s) != same(unit[0]) for s in unit[1:]):
+        raise ConfigError("an ensemble's runs may differ only in their seed, perturbation, lr, momentum "
+                          "or weight decay")
+    if len({tuple(getattr(s, f) for f in FREE) for s in unit}) != len(unit):
         raise ConfigError("an ensemble's runs must be distinct")
+
+
+def _setting(spec: RunSpec) -> tuple:
+    return spec.lr, spec.momentum, spec.weight_decay
+
+
+def _optimizers(members: list[RunSpec], params: list[torch.Tensor], old=None) -> list:
+    """(start, end, optimizer) per run of stack positions sharing a setting: `make_optimizer` of the
+    loop over those members' slices of the stacked parameters, so that each member steps with its
+    own scalar lr, momentum and weight decay through torch's own kernels, over as many elements as
+    an ensemble of one. `old`, the optimizers before members were dropped, with each kept member's
+    (old span, position in it): their state is carried over, sliced."""
+    spans, start = [], 0
+    for j in range(1, len(members) + 1):
+        if j == len(members) or _setting(members[j]) != _setting(members[start]):
+            spans.append((start, j))
+            start = j
+    found = []
+    for a, b in spans:
+        views = [p.detach()[a:b] for p in params]
+        optimizer = make_optimizer(members[a], views)
+        if old is not None:
+            (oa, ob, previous), local = old[a][0], torch.tensor([old[j][1] for j in range(a, b)])
+            for q, v in zip(previous.param_groups[0]["params"], views):  # momentum, Adam moments; the step kept
+                optimizer.state[v] = {name: x[local.to(x.device)].clone()
+                                      if torch.is_tensor(x) and x.dim() and x.shape[0] == ob - oa else x
+                                      for name, x in previous.state[q].items()}
+        found.append((a, b, optimizer))
+    return found
+
+
+def _step(optimizers: list, params: list[torch.Tensor]) -> None:
+    """Each span's optimizer steps on its slices of the stacked gradients."""
+    for a, b, optimizer in optimizers:
+        for v, p in zip(optimizer.param_groups[0]["params"], params):
+            v.grad = p.grad[a:b]
+        optimizer.step()
 
 
 @torch.inference_mode()
@@ -161,28 +206,38 @@ def _validate(stack: Stack, val, batch: int, k: int) -> list[dict]:
 
 
 def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
-    """Train runs that differ only in their seed together; each result as the loop engine's.
+    """Train runs that differ only in their seed, perturbation or optimizer setting together;
+    each result as an ensemble of one would give it, bit for bit.
 
     Args:
-        unit: the runs, all with the same config but the seed.
+        unit: the runs, all with the same config but for the fields in FREE.
         data: the loaded dataset.
     Returns:
         One RunResult per run, in the unit's order. A member whose loss turns non-finite is
         'diverged' at that step while the others go on. Each wall_s is the unit's time divided
         by its size (the amortised cost of one run).
     """
-    start = time.perf_counter()
     _check_unit(unit)
+    # Members of one setting sit side by side in the stack: one optimizer per setting, not per member.
+    order = sorted(range(len(unit)), key=lambda i: _setting(unit[i]))
+    results = _train([unit[i] for i in order], data)
+    return [results[order.index(i)] for i in range(len(unit))]
+
+
+def _train(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
+    """train_ensemble's work, on a unit ordered by setting."""
+    start = time.perf_counter()
     spec, k = unit[0], len(unit)
     prepared = [prepare(s, data) for s in unit]
     xs = torch.stack([p[0] for p in prepared])  # [K, n, C, H, W]: each member's own subset
     ys = torch.stack([p[1] for p in prepared])
     stack = Stack([p[2] for p in prepared])
+    built = [environment(s, p[2]) for s, p in zip(unit, prepared)]  # facts of each member's own model
     del prepared
     vals = [validation_set(s, data) for s in unit]  # [K, V, ...]: each member's own split
     val = (torch.stack([v[0] for v in vals]), torch.stack([v[1] for v in vals])) if spec.validation else None
     diag = recorder.StackRecorder(unit, stack, data) if spec.diagnostics else None  # probes epoch 0
-    optimizer = make_optimizer(spec, stack.parameters())
+    optimizers = _optimizers(unit, stack.parameters())
     test_x = data.test_x.to(spec.device, DTYPES[spec.dtype])
     test_y = data.test_y.to(spec.device)
     eval_batch = EVAL_BATCH.get(spec.model_spec.kind, 64)  # a user's model: as the loop's
@@ -212,11 +267,12 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
             y = flat_y.index_select(0, idx.flatten()).view(idx.shape)
             logits = stack(x, training=True)
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
-            optimizer.zero_grad(set_to_none=True)
+            for p in stack.parameters():
+                p.grad = None
             loss.sum().backward()  # member j's loss depends on slice j only: its own gradient
             if diag:
                 diag.after_backward(b)
-            optimizer.step()
+            _step(optimizers, stack.parameters())
             loss_buf[b] = loss.detach()
             acc_buf[b] = (logits.detach().argmax(-1) == y).float().mean(1)
         epoch_losses, epoch_accs = loss_buf.cpu().numpy(), acc_buf.cpu().numpy()
@@ -235,7 +291,7 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
         if not keep:
             break
         if len(keep) < m:
-            xs, ys, optimizer = _drop(stack, optimizer, spec, keep, xs, ys)
+            xs, ys, optimizers = _drop(stack, optimizers, [unit[alive[j]] for j in keep], keep, xs, ys)
             val = (val[0][keep], val[1][keep]) if val is not None else None
             alive = [alive[j] for j in keep]
             if diag:
@@ -251,18 +307,16 @@ def train_ensemble(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
     for i, s in enumerate(unit):
         results.append(RunResult(s, status[i], epochs[i], batch_table(losses[i], accs[i], steps),
                                  diagnostics=diag.rows[i] if diag else [], diverged_step=diverged_step[i],
-                                 wall_s=wall, env=environment(s)))
+                                 wall_s=wall, env=built[i]))
     return results
 
 
-def _drop(stack: Stack, optimizer, spec: RunSpec, keep: list[int], xs, ys):
-    """Keep only the members at stack positions `keep`: parameters, optimizer state, data."""
+def _drop(stack: Stack, optimizers: list, members: list[RunSpec], keep: list[int], xs, ys):
+    """Keep only the members at stack positions `keep` (`members` their runs): parameters,
+    optimizer state, data."""
     sel = torch.tensor(keep, device=xs.device)
-    old = stack.parameters()
-    new = [torch.empty_like(p[:len(keep)]).copy_(p.detach()[sel]).requires_grad_(True) for p in old]
-    fresh = make_optimizer(spec, new)
-    for p, q in zip(old, new):  # per-member state (momentum, Adam moments) sliced; the step count kept
-        fresh.state[q] = {name: v[sel].clone() if torch.is_tensor(v) and v.dim() and v.shape[0] == len(p)
-                          else v for name, v in optimizer.state[p].items()}
+    new = [torch.empty_like(p[:len(keep)]).copy_(p.detach()[sel]).requires_grad_(True) for p in stack.parameters()]
+    span_of = {j: (span, j - span[0]) for span in optimizers for j in range(span[0], span[1])}
+    fresh = _optimizers(members, new, old=[span_of[j] for j in keep])
     stack.keep(sel, new)
     return xs[sel], ys[sel], fresh

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from ..study import data as datasets
 from ..study.activations import use as use_activation
 from ..study.config import RunSpec
-from ..study.models import build_for
+from ..study.models import build_for, facts
 from ..study.streams import generator
 from . import recorder
 from .perturb import flip_init_bit
@@ -23,12 +23,14 @@ EVAL_BATCH = {"mlp": 1000, "tinyvgg": 64}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def environment(spec: RunSpec) -> dict:
-    """What decides bitwise reproducibility besides the config."""
+def environment(spec: RunSpec, model=None) -> dict:
+    """What decides bitwise reproducibility besides the config, and what the built model was
+    (parameters, activation modules: the runs table shows them)."""
     return {"torch_version": str(torch.__version__),  # a str: torch.TorchVersion unpickles only with torch
             "device": spec.device, "dtype": spec.dtype,
             "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name() if spec.device == "cuda" else None}
+            "cuda": torch.cuda.get_device_name() if spec.device == "cuda" else None,
+            **(facts(model, spec.activation) if model is not None else {})}
 
 
 def make_optimizer(spec: RunSpec, params):
@@ -170,4 +172,4 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
                        **validate(model, val, eval_batch)})
     batches = batch_table(losses, accs, steps)
     return RunResult(spec, status, epochs, batches, diagnostics=diag.rows if diag else [],
-                     diverged_step=diverged_step, wall_s=time.perf_counter() - start, env=environment(spec))
+                     diverged_step=diverged_step, wall_s=time.perf_counter() - start, env=environment(spec, model))

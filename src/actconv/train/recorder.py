@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..study import activations as acts
+from ..study import zoo
 from ..study.metrics import (HIST_EDGES, HIST_METRICS, LAYER_METRICS, OUTPUT, PROBE_SIZE, RATIO, SAMPLE,
                              SATURATION, derivative, max_derivative)
 from ..study.streams import generator
@@ -35,7 +36,7 @@ def probe_indices(seed: int, pool_size: int, size: int = PROBE_SIZE["mlp"]) -> t
 
 def probe_batch(spec, data, device, dtype) -> torch.Tensor:
     """The run's probe images on the device (channels_last for TinyVGG, as it trains)."""
-    size = PROBE_SIZE[spec.model_spec.kind]
+    size = PROBE_SIZE.get(spec.model_spec.kind, PROBE_SIZE["tinyvgg"])  # other networks: convolutional
     x = data.train_x[probe_indices(spec.seed, data.pool_size, size)].to(device, dtype)
     if spec.model_spec.kind == "tinyvgg":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -53,10 +54,13 @@ def plan(modules) -> list[tuple[str, int, int | None]]:
     return [(OUTPUT if i == len(found) - 1 else f"layer{i + 1}", w, a) for i, (w, a) in enumerate(found)]
 
 
-def layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module | None]]:
-    """(name, weight layer, its activation or None) in forward order; the last is 'output'."""
-    mods = list(model.modules())
-    return [(name, mods[w], None if a is None else mods[a]) for name, w, a in plan(mods)]
+def layers(model: nn.Module, by_path: bool = False) -> list[tuple[str, nn.Module, nn.Module | None]]:
+    """(name, weight layer, its activation or None) in forward order; the last is 'output'.
+    by_path: hidden layers named by their module path (`layer1.0.conv2`), as a timm or
+    torchvision network names them, not by their position."""
+    paths, mods = zip(*model.named_modules())
+    return [(paths[w] if by_path and name != OUTPUT else name, mods[w], None if a is None else mods[a])
+            for name, w, a in plan(mods)]
 
 
 def layer_stats(z: torch.Tensor, y: torch.Tensor, zs: torch.Tensor, act, dmax: float,
@@ -128,7 +132,7 @@ class Recorder:
 
     def __init__(self, spec, model: nn.Module, data):
         self.model, self.every = model, spec.grad_every
-        self.layers = layers(model)
+        self.layers = layers(model, by_path=zoo.is_zoo(spec.model_spec.kind))
         self.weights = [w.weight for _, w, _ in self.layers]
         device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.x = probe_batch(spec, data, device, dtype)

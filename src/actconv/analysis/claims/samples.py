@@ -27,7 +27,9 @@ def check_n1(results, t) -> list:
         moved = "; ".join(f"{a} {s}->{l}" for a, (s, l) in sorted(shift["moved"].items())) or "none"
         numbers = dict(p=test["p"], statistic=test["statistic"], n_seeds=test["n_seeds"],
                        tau=shift["tau"], n_small=shift["n_small"], n_large=shift["n_large"],
-                       n_moved=len(shift["moved"]))
+                       n_moved=len(shift["moved"]),
+                       # who moved, from where to where: the answer names them
+                       moved=[[a, int(s), int(l)] for a, (s, l) in sorted(shift["moved"].items())])
         ev = (f"activation x n interaction on final test loss: permutation p = {fmt(test['p'])} "
               f"({test['n_seeds']} seeds with every activation at every size, "
               f"{t.permutations} permutations); Kendall's tau between the rankings at n="
