@@ -9,6 +9,7 @@ import pytest
 
 from actconv.cli import main
 from actconv.errors import ConfigError
+from actconv.run import search as run_search_mod
 from actconv.run.search import Cell, ask_and_tell, best_trials, cells, run_search
 from actconv.run.store import Store
 from actconv.study import config
@@ -262,3 +263,23 @@ def test_perturbed_siblings_are_trained_for_the_confirm_runs_only(tmp_path):
         rows = conn.execute("SELECT seed, COUNT(*) FROM runs WHERE config_json LIKE '%\"perturb\":\"init\"%' "
                             "GROUP BY seed").fetchall()
     assert rows == [(5, 2), (6, 2)]
+
+
+def test_a_batch_of_trials_per_cell_trains_as_one_unit_and_changes_no_number(tmp_path):
+    # the random sampler does not look at results, so batch 1 and batch 3 ask the same trials;
+    # batch 3 trains each cell's 3 trials x 2 seeds as one mixed ensemble unit, bitwise the same
+    def study(batch):
+        d = {**SEARCHED, "name": "batched", "n_train": [128], "epochs": 2, "activations": ["relu", "tanh"],
+             "search": {"space": {"lr": "log(0.05, 1)", "momentum": [0, 0.5]}, "trials": 3, "batch": batch,
+                        "sampler": "random", "tune_seeds": [1, 2], "confirm_seeds": [7]}}
+        return config.with_overrides(config.study_from_dict(d), dataset="digits", device="cpu")
+    one = run_search(study(1), tmp_path / "one", progress=False)
+    three = run_search(study(3), tmp_path / "three", progress=False)
+    assert [(t.cell, t.number, t.params, t.value) for t in three.trials] == \
+        [(t.cell, t.number, t.params, t.value) for t in one.trials]
+    from actconv.run.queue import plan_units
+    tune = [sp for sp in run_search_mod._study(study(3), [run_search_mod._grid(t.cell, (1, 2), t.params)
+                                                       for t in three.trials], False).runs()]
+    assert sorted(map(len, plan_units(tune))) == [6, 6]  # a cell's 3 trials x 2 seeds: one unit
+    with pytest.raises(ConfigError, match=r"batch must be 1 to trials \(3\), got 4"):
+        config.with_overrides(study(1), trial_batch=4)

@@ -95,6 +95,9 @@ def _add_run(sub):
     h.add_argument("--trials", type=int, help="settings tried per cell (default 12)")
     h.add_argument("--sampler", help="Optuna's sampler: tpe (default), random or qmc")
     h.add_argument("--tune-seeds", help="seeds each trial trains on, such as 1,2,3 (default)")
+    h.add_argument("--trial-batch", type=int,
+                   help="trials asked per cell before any is told (default 1); more trains a cell's trials "
+                        "as one ensemble unit")
     h.add_argument("--select", help="what a trial is scored on: val_loss (default, mean final) or val_accuracy")
     h.add_argument("--confirm-seeds", help="fresh seeds the chosen setting trains on, such as 101-130 "
                                            "(default: the study's seeds)")
@@ -119,7 +122,8 @@ def _add_run(sub):
 GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size", "lr", "momentum",
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
               "diagnostics", "grad_every", "validation", "dataset", "device", "threads", "perturb",
-              "replicas", "perturb_seeds", "search", "trials", "sampler", "tune_seeds", "confirm_seeds", "select"]
+              "replicas", "perturb_seeds", "search", "trials", "sampler", "tune_seeds", "confirm_seeds", "select",
+              "trial_batch"]
 
 
 def study_from_args(args) -> config.StudySpec:

@@ -137,8 +137,9 @@ def run_search(study: StudySpec, out_dir, *, max_trials: int | None = None, **ru
 
 
 def ask_and_tell(search: SearchSpec, todo: list, evaluate, n_trials: int) -> list[Trial]:
-    """Every cell's trials 0..n_trials-1, asked a batch at a time (trial k of every cell),
-    scored by `evaluate(batch)` (which sets each trial's value) and told in cell order."""
+    """Every cell's trials 0..n_trials-1, asked a batch at a time (the next `search.batch`
+    trials of every cell), scored by `evaluate(batch)` (which sets each trial's value) and
+    told in cell order, then trial order."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = distributions(search)
@@ -146,17 +147,18 @@ def ask_and_tell(search: SearchSpec, todo: list, evaluate, n_trials: int) -> lis
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         studies = {c: optuna.create_study(sampler=make_sampler(search), direction="minimize") for c in todo}
     out = []
-    for number in range(n_trials):
-        asked = {c: studies[c].ask(dists) for c in todo}
-        batch = [Trial(c, number, dict(t.params), ()) for c, t in asked.items()]
+    for first in range(0, n_trials, search.batch):
+        numbers = range(first, min(first + search.batch, n_trials))
+        asked = [(c, k, studies[c].ask(dists)) for c in todo for k in numbers]
+        batch = [Trial(c, k, dict(t.params), ()) for c, k, t in asked]
         evaluate(batch)
-        for t in batch:  # in cell order, whatever finished first
+        for (c, _, asked_trial), t in zip(asked, batch):  # in cell and trial order, whatever finished first
             if t.value is None:
-                studies[t.cell].tell(asked[t.cell], state=optuna.trial.TrialState.FAIL)
+                studies[c].tell(asked_trial, state=optuna.trial.TrialState.FAIL)
             else:
-                studies[t.cell].tell(asked[t.cell], t.value)
+                studies[c].tell(asked_trial, t.value)
         out += batch
-    return out
+    return sorted(out, key=lambda t: t.number)  # trial k of every cell, then k + 1, as batch 1 asks
 
 
 def best_trials(trials: list[Trial]) -> dict:

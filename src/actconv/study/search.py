@@ -56,6 +56,10 @@ class SearchSpec:
     confirm_seeds: tuple[int, ...] = ()  # fresh seeds: the test numbers come from these alone
     seed: int = 0                   # the sampler's, from the study name: the same study asks the same trials
     select: str = "val_loss"        # mean final val_loss (lower wins) or val_accuracy (higher wins)
+    # Trials asked per cell before any is told: more trains a cell's trials and seeds as one
+    # ensemble unit (they differ only elementwise); for tpe it changes which trials are asked
+    # (results reach the sampler a batch later), so it is part of the search.
+    batch: int = 1
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -151,7 +155,7 @@ def parse_seeds(value, where: str, key: str) -> tuple[int, ...]:
 
 
 def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune_seeds=None,
-          confirm_seeds=None, select=None) -> SearchSpec:
+          confirm_seeds=None, select=None, batch=None) -> SearchSpec:
     """A validated SearchSpec; `space` is a list of (axis, Range) (each axis once)."""
     axes = [a for a, _ in space]
     if not space:
@@ -165,6 +169,9 @@ def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune
     sampler = sampler or "tpe"
     if sampler not in SAMPLERS:
         raise ConfigError(f"{where}: unknown sampler {sampler!r}; choose from: {', '.join(SAMPLERS)}")
+    batch = 1 if batch is None else batch
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= trials:
+        raise ConfigError(f"{where}: batch must be 1 to trials ({trials}), got {batch!r}")
     select = select or "val_loss"
     if select not in SELECT:
         raise ConfigError(f"{where}: unknown selection metric {select!r}; choose from: {', '.join(SELECT)}")
@@ -174,15 +181,15 @@ def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune
     if both:
         raise ConfigError(f"{where}: confirm_seeds must be fresh seeds, disjoint from tune_seeds; "
                           f"both hold {', '.join(map(str, both[:5]))}")
-    return SearchSpec(tuple(space), trials, sampler, tune, confirm, sampler_seed(study_name), select)
+    return SearchSpec(tuple(space), trials, sampler, tune, confirm, sampler_seed(study_name), select, batch)
 
 
-SEARCH_KEYS = ("space", "trials", "sampler", "tune_seeds", "confirm_seeds", "select")
+SEARCH_KEYS = ("space", "trials", "sampler", "tune_seeds", "confirm_seeds", "select", "batch")
 
 
 def from_table(where: str, table, study_name: str) -> SearchSpec:
     """The `[search]` table of a study: space = {lr = "log(0.001, 1)", momentum = [0, 0.9]}
-    (or a list of "axis=range" strings), trials, sampler, tune_seeds, confirm_seeds, select."""
+    (or a list of "axis=range" strings), trials, sampler, tune_seeds, confirm_seeds, select, batch."""
     where = f"{where} [search]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
@@ -198,11 +205,12 @@ def from_table(where: str, table, study_name: str) -> SearchSpec:
         raise ConfigError(f"{where}: space must be a table of axis = range, got {space!r}")
     return build(where, study_name, space=pairs, trials=table.get("trials"),
                  sampler=table.get("sampler"), tune_seeds=table.get("tune_seeds"),
-                 confirm_seeds=table.get("confirm_seeds"), select=table.get("select"))
+                 confirm_seeds=table.get("confirm_seeds"), select=table.get("select"),
+                 batch=table.get("batch"))
 
 
 def from_dict(d: dict) -> SearchSpec:
     """A SearchSpec back from its `dataclasses.asdict` form (as a store's studies table keeps it)."""
     space = tuple((a, Range(r["kind"], r["low"], r["high"], tuple(r["values"]))) for a, r in d["space"])
     return SearchSpec(space, d["trials"], d["sampler"], tuple(d["tune_seeds"]),
-                      tuple(d["confirm_seeds"]), d["seed"], d.get("select", "val_loss"))
+                      tuple(d["confirm_seeds"]), d["seed"], d.get("select", "val_loss"), d.get("batch", 1))
