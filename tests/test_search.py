@@ -283,3 +283,10 @@ def test_a_batch_of_trials_per_cell_trains_as_one_unit_and_changes_no_number(tmp
     assert sorted(map(len, plan_units(tune))) == [6, 6]  # a cell's 3 trials x 2 seeds: one unit
     with pytest.raises(ConfigError, match=r"batch must be 1 to trials \(3\), got 4"):
         config.with_overrides(study(1), trial_batch=4)
+
+
+@pytest.mark.parametrize("sampler", ["random", "qmc"])
+def test_samplers_that_ignore_results_ask_the_same_trials_whatever_the_batch(sampler):
+    one, four = (ask_and_tell(s.build("x", "known", space=SPACE, trials=12, sampler=sampler, batch=b),
+                              list(BOWLS), _evaluate, 12) for b in (1, 4))
+    assert [(t.cell, t.number, t.params) for t in one] == [(t.cell, t.number, t.params) for t in four]
