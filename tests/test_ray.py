@@ -166,3 +166,19 @@ def test_driver_killed_at_random_moments_on_ray_then_resumed(head, tmp_path, cle
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     assert_same_study(out, clean)
     print(f"ray: {counts}")
+
+
+def test_a_search_on_ray_asks_and_stores_what_a_local_search_does(connected, tmp_path):
+    from actconv.run.search import run_search
+    study = config.with_overrides(config.study_from_dict({
+        "name": "ray-search", "dataset": "digits", "models": {"m": {"kind": "mlp", "hidden_units": 8}},
+        "activations": ["relu", "tanh"], "n_train": [128], "epochs": 2, "validation": 100,
+        "search": {"space": {"lr": "log(0.05, 1)"}, "trials": 2, "tune_seeds": [1, 2], "confirm_seeds": [5]}}),
+        device="cpu")
+    on_ray = run_search(study, tmp_path / "ray", executor="ray", ray_address=connected, progress=False)
+    local = run_search(study, tmp_path / "local", progress=False)
+    assert [(t.params, t.value) for t in on_ray.trials] == [(t.params, t.value) for t in local.trials]
+    assert on_ray.executed == local.executed == 2 * 2 * 2 + 2
+    ea, eb = (load_results(tmp_path / d).epochs.sort_values(["run_id", "epoch"]).reset_index(drop=True)
+              for d in ("ray", "local"))
+    assert ea.equals(eb)

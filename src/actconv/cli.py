@@ -88,6 +88,19 @@ def _add_run(sub):
                    help="perturbed siblings of every run: init (one weight's lowest bit), order (batch order)")
     g.add_argument("--replicas", type=int, help="siblings per run and perturbation (default 3)")
     g.add_argument("--perturb-seeds", type=_csv(int), help="the seeds that get siblings (default: all)")
+    h = p.add_argument_group("search (per model, activation and n_train: tune on validation, confirm on fresh seeds)")
+    h.add_argument("--search", action="append", metavar="AXIS=RANGE",
+                   help="a searched setting (repeatable): lr=log(0.001,1), momentum=uniform(0,0.9), "
+                        "weight_decay=[0,0.0001]; int(a,b) too")
+    h.add_argument("--trials", type=int, help="settings tried per cell (default 12)")
+    h.add_argument("--sampler", help="Optuna's sampler: tpe (default), random or qmc")
+    h.add_argument("--tune-seeds", help="seeds each trial trains on, such as 1,2,3 (default)")
+    h.add_argument("--trial-batch", type=int,
+                   help="trials asked per cell before any is told (default 1); more trains a cell's trials "
+                        "as one ensemble unit")
+    h.add_argument("--select", help="what a trial is scored on: val_loss (default, mean final) or val_accuracy")
+    h.add_argument("--confirm-seeds", help="fresh seeds the chosen setting trains on, such as 101-130 "
+                                           "(default: the study's seeds)")
     e = p.add_argument_group("data and execution")
     e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10, "
                                      "npz:PATH (arrays x and y) or torchvision:NAME (CIFAR10, CIFAR100, SVHN, "
@@ -109,7 +122,8 @@ def _add_run(sub):
 GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size", "lr", "momentum",
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
               "diagnostics", "grad_every", "validation", "dataset", "device", "threads", "perturb",
-              "replicas", "perturb_seeds"]
+              "replicas", "perturb_seeds", "search", "trials", "sampler", "tune_seeds", "confirm_seeds", "select",
+              "trial_batch"]
 
 
 def study_from_args(args) -> config.StudySpec:
@@ -130,13 +144,25 @@ def study_from_args(args) -> config.StudySpec:
 
 def cmd_run(args) -> int:
     from .run.queue import run_study
+    from .run.search import run_search
     study = study_from_args(args)
-    outcome = run_study(study, args.out, jobs=args.jobs, executor=args.executor,
-                        data_dir=args.data_dir, download=args.download, progress=not args.quiet,
-                        retries=args.retries, ray_address=args.ray_address)
+    outcome = (run_search if study.search else run_study)(
+        study, args.out, jobs=args.jobs, executor=args.executor, data_dir=args.data_dir,
+        download=args.download, progress=not args.quiet, retries=args.retries,
+        ray_address=args.ray_address)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     print(f"{study.name}: {outcome.total} runs ({outcome.executed} executed, {outcome.skipped} already "
           f"stored) in {outcome.wall_s:.1f} s; store: {counts}")
+    if study.search:
+        s = study.search
+        n_cells = len({t.cell for t in outcome.trials})
+        print(f"search: {n_cells} cells x {s.trials} trials ({s.sampler}) on seeds "
+              f"{_seeds_text(s.tune_seeds)}; {len(outcome.best)} cells confirmed on seeds "
+              f"{_seeds_text(s.confirm_seeds)}")
+        if len(outcome.best) < n_cells:
+            print(f"actconv: {n_cells - len(outcome.best)} cell(s) had no trial that trained (each "
+                  f"diverged or ended above its start): not confirmed; widen or move the range",
+                  file=sys.stderr)
     print(f"results: {outcome.out_dir}")
     if outcome.failed:
         first = outcome.failed[0]
@@ -144,6 +170,14 @@ def cmd_run(args) -> int:
               f"run the same command again to retry them", file=sys.stderr)
         return EXIT_RUNS_FAILED
     return 0
+
+
+def _seeds_text(seeds) -> str:
+    """1,2,3 or 101-130 for a run of consecutive seeds."""
+    seeds = list(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
 
 
 def cmd_status(args) -> int:
@@ -200,7 +234,8 @@ def cmd_datasets(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import write_report
-    print(write_report(args.dir, select=args.select, tune=args.tune, reference_lr=args.reference_lr))
+    print(write_report(args.dir, select=args.select, tune=args.tune, reference_lr=args.reference_lr,
+                       **({"focus": args.focus} if args.focus else {})))
     return 0
 
 
@@ -248,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training settings tuned per activation (default lr; also batch_size, momentum, ...)")
     r.add_argument("--reference-lr", type=float,
                    help="the fixed lr of the unfair comparison (default: the study's reference_lr, 0.1)")
+    r.add_argument("--focus", type=_activation_list,
+                   help="activations the answers open with, against the best built-in at each n "
+                        "(default: the study's user-defined activations)")
     r.set_defaults(func=cmd_report)
     x = sub.add_parser("export", help="the long tables as CSV or Parquet, or every run in TensorBoard or MLflow")
     x.add_argument("dir")

@@ -1,6 +1,8 @@
 """Pure functions on the long tables (or on the store's queries): the statistics (`stats`,
 whose names this package re-exports: `analysis.run_metrics`, `analysis.interval`, ...),
-conditions (`conditions`), tuning per activation (`tuning`), learning curves in n
+conditions (`conditions`), tuning per activation (`tuning`), a search's choice on the tuning
+seeds scored on the confirm seeds, edges and winner's curse (`confirm`), the user's activation
+against the best built-in (`focus`), learning curves in n
 (`learning`), robustness to one-bit perturbations (`robustness`), the diagnostics'
 analysis (`diagnostics`), key columns and number formats (`tables`), and every finding as
 one function of one shape (`claims`).

@@ -26,10 +26,41 @@ class Answer:
 def answers(t: dict) -> list[Answer]:
     """Three to eight sentences from the report's tables (see the module docstring)."""
     out = []
-    for build in (_best_at_smallest_n, _samples_to_target, _holds_as_n_grows, _holds_when_tuned,
+    for build in (_protocol_first, _best_at_smallest_n, _samples_to_target, _holds_as_n_grows, _holds_when_tuned,
                   _original_findings, _mechanism, _robust):
         out.extend(build(t))
     return out[:8]
+
+
+def _protocol_first(t) -> list[Answer]:
+    """The user's activation against the best built-in per n (focus.csv), then every tuned
+    choice at the edge of its range (tuned.csv)."""
+    out = []
+    f = t.get("focus")
+    for (name, cond), g in (f.groupby(["focus", "condition"], sort=False) if f is not None else []):
+        parts = []
+        for r in g.sort_values("n_train").itertuples():
+            if not isinstance(r.best_builtin, str):
+                parts.append(f"n={r.n_train}: rank {r.rank:.0f} of {r.n_activations}, no built-in beside it")
+                continue
+            verdict = "cannot tell against" if r.verdict == "cannot tell" else f"{r.verdict} than"
+            parts.append(f"n={r.n_train}: rank {r.rank:.0f} of {r.n_activations}, {verdict} "
+                         f"{r.best_builtin} (test loss difference {fmt(r.mean_diff)} [95% CI {fmt(r.diff_low)}, "
+                         f"{fmt(r.diff_high)}] over {r.n_seeds:.0f} seeds, Holm p {fmt(r.p_holm)})")
+        reach = g.dropna(subset=["n_to_80"]) if "n_to_80" in g else g.iloc[0:0]
+        if len(reach):
+            r = reach.iloc[0]
+            parts.append(f"it reaches 80% test accuracy at about {r.n_to_80:.0f} images "
+                         f"({r.best_builtin}: {fmt(r.builtin_n_to_80)})")
+        out.append(Answer(f"{name} ({cond}): " + "; ".join(parts) + ".", "tuning"))
+    tuned = t.get("tuned")
+    if tuned is not None and "at_edge" in tuned and tuned["at_edge"].any():
+        edge = tuned[tuned["at_edge"]]
+        named = ", ".join(f"{r.activation} n={r.n_train} ({r.edge})" for r in edge.head(4).itertuples())
+        more = f" and {len(edge) - 4} more" if len(edge) > 4 else ""
+        out.append(Answer(f"{len(edge)} of {len(tuned)} tuned choices lie at the edge of the range "
+                          f"searched: {named}{more}; widen the range.", "tuning"))
+    return out
 
 
 def _best_at_smallest_n(t) -> list[Answer]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis import stats as analysis, claims, learning, robustness, tuning
+from ..analysis import stats as analysis, claims, confirm, focus, learning, robustness, tuning
 from ..run.store import n_classes_of
 from . import answers
 
@@ -62,6 +62,19 @@ def claim_tables(results, t, thresholds) -> dict:
     return out
 
 
+def study_search(out_dir: Path):
+    """The search (a SearchSpec) registered with the store's study, or None."""
+    from ..errors import StoreError
+    from ..run.store import study_specs
+    from ..study.search import from_dict
+    try:
+        specs = study_specs(out_dir)
+    except StoreError:  # results given without a store of their own
+        return None
+    found = [s["search"] for s in specs if s.get("search")]
+    return from_dict(found[-1]) if found else None
+
+
 def study_reference_lr(out_dir: Path) -> float:
     """The study's `reference_lr` as registered in the store (0.1, the notebook's, by default)."""
     from ..errors import StoreError
@@ -74,25 +87,57 @@ def study_reference_lr(out_dir: Path) -> float:
     return values.pop() if len(values) == 1 else tuning.REFERENCE["lr"]
 
 
-def question_tables(everything, results, t, th) -> dict:
-    """The fairness, sample-size and robustness tables (and the answers built on all tables)."""
+def question_tables(everything, results, t, th, search=None, focus_names=None) -> dict:
+    """The fairness, sample-size and robustness tables (and the answers built on all tables);
+    with a `search` (SearchSpec) the tuned table is chosen on its tuning seeds and scored on
+    its confirm seeds; `focus_names`: the activations the answers open with (default: the
+    user's own)."""
     out = {}
     runs = results.runs
     finished = runs[runs["status"].isin(["done", "diverged"])] if len(runs) else runs
+    view = None
     if len(finished) and "config_json" in finished:
         per_run = tuning.final_metrics(finished, results.epochs)
-        axes = [a for a in th.tuned_axes if a in per_run and per_run[a].astype(str).nunique() > 1]
+        axes = ([a for a in search.axes if a in per_run] if search else
+                [a for a in th.tuned_axes if a in per_run and per_run[a].astype(str).nunique() > 1])
         if axes and per_run["final_val_loss"].notna().any():
-            out["candidates"] = tuning.candidates(per_run, axes, th.select)
-            out["tuned"] = tuning.tune(per_run, axes, th.select, confidence=th.confidence)
+            if search:
+                tune_runs = per_run[per_run["seed"].isin(search.tune_seeds)]
+                # the search's own metric: its confirm runs are at the setting that one chose
+                out["candidates"] = tuning.candidates(tune_runs, axes, search.select)
+                out["tuned"] = confirm.confirmed(per_run, search, search.select, confidence=th.confidence)
+                view = focus.view(per_run, confirmed=confirm.confirm_runs(per_run, out["tuned"], search))
+                mapping = dict(zip(view["run_id"], view["condition"]))
+                if mapping:
+                    out.update(_confirmed_tables(results, t, mapping, th))
+            else:
+                out["candidates"] = tuning.candidates(per_run, axes, th.select)
+                out["tuned"] = confirm.mark_edges(
+                    tuning.tune(per_run, axes, th.select, confidence=th.confidence),
+                    confirm.grid_space(out["candidates"], axes))
+                view = focus.view(per_run, tuned_ids=tuning.tuned_runs(per_run, out["tuned"], axes))
             out["reference_ranking"] = tuning.at_reference(per_run, dict(th.reference), axes=axes)
             out["ranking_shift"] = tuning.ranking_shift(out["reference_ranking"], out["tuned"],
                                                         places=th.rank_places)
             chance = 1.0 / n_classes_of(runs)
-            out["stability"] = tuning.stability(per_run, out["tuned"], axes, chance=chance)
+            tried = per_run[per_run["seed"].isin(search.tune_seeds)] if search else per_run  # every setting tried
+            out["stability"] = tuning.stability(tried, out["tuned"], axes, chance=chance)
             out["tuning_axes"] = axes
-            out["claims_reference_tuned"] = _claims_side_by_side(results, per_run, out["tuned"], axes, th)
-    if "per_run" in t and len(t["per_run"]):
+            out["claims_reference_tuned"] = _claims_side_by_side(
+                results, per_run, out["tuned"], axes, th,
+                tuned_ids=dict(zip(view["run_id"], view["condition"])) if search else None)
+        names = list(focus_names or focus.user_defined(finished))
+        missing = [n for n in names if n not in set(per_run["activation"])]
+        if missing:
+            from ..errors import ConfigError
+            raise ConfigError(f"--focus {missing[0]}: no finished run of that activation; the store "
+                              f"has {', '.join(sorted(set(per_run['activation'])))}")
+        if names:
+            view = focus.view(per_run) if view is None else view
+            mine = set(focus.user_defined(finished)) | set(names)
+            out["focus"] = focus.focus_tables(view, names, set(per_run["activation"]) - mine,
+                                              confidence=th.confidence)
+    if "per_run" in t and len(t["per_run"]) and "learning_curves" not in out:
         lc = learning.learning_curves(t["per_run"])
         if len(lc):
             out["learning_curves"] = lc
@@ -102,20 +147,44 @@ def question_tables(everything, results, t, th) -> dict:
         out["recurrence"] = robustness.event_recurrence(everything, spike_k=th.spike_k,
                                                         spike_window=th.spike_window)
         out["perturbation_variance"] = robustness.perturbation_variance(everything)
+    if "focus" in out:  # the images to 80% come from the learning curves of the same view
+        out["focus"] = focus.with_samples_to_target(out["focus"], out.get("learning_curves"))
     out["answers"] = answers.answers({**t, **out})
     return out
 
 
-def _claims_side_by_side(results, per_run, tuned, axes, th) -> pd.DataFrame:
+def _confirmed_tables(results, t, mapping: dict, th) -> dict:
+    """After a search every test number reads the confirm runs at each cell's chosen setting
+    (`mapping`: run_id -> condition): the summary, ranking, paired tests, the notebook's
+    findings, the claims in n and the learning curves, each n at its own setting."""
+    out = {}
+    if "per_run" in t:
+        p = t["per_run"][t["per_run"]["run_id"].isin(set(mapping))]
+        p = p.assign(model=p["run_id"].map(mapping))
+        metrics = [m for m in SUMMARY_METRICS if m in p.columns]
+        out["summary"] = analysis.aggregate(p, metrics)
+        out["ranking"] = analysis.rank_activations(p, "final_test_loss")
+        out["paired"] = analysis.paired_comparisons(p, "final_test_loss")
+        lc = learning.learning_curves(p)
+        if len(lc):
+            out["learning_curves"], out["curve_runs"] = lc, p  # the figure draws the same runs
+    view = _view(results, mapping)
+    for name, ids in (("findings", claims.ORIGINAL), ("samples", claims.SAMPLES)):
+        out[name] = claims.evaluate(view, ids, th)
+    return out
+
+
+def _claims_side_by_side(results, per_run, tuned, axes, th, tuned_ids=None) -> pd.DataFrame:
     """The notebook's claims judged at the reference setting and with each activation at its
-    tuned value, one row per (claim, scope)."""
+    tuned value (`tuned_ids`: run_id -> condition, after a search the confirm runs), one row
+    per (claim, scope)."""
     label = tuning.fixed_label(per_run, axes)
     ref = tuning.at_reference(per_run, dict(th.reference), axes=axes)
     keep = per_run.assign(condition=label)
     for a, v in th.reference:
         keep = keep[np.isclose(keep[a].astype(float), float(v))] if a in keep else keep.iloc[0:0]
     views = {"reference": dict(zip(keep["run_id"], keep["condition"])) if len(ref) else {},
-             "tuned": tuning.tuned_runs(per_run, tuned, axes).to_dict()}
+             "tuned": tuned_ids if tuned_ids is not None else tuning.tuned_runs(per_run, tuned, axes).to_dict()}
     tables = []
     for name, mapping in views.items():
         if not mapping:

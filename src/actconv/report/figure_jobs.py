@@ -110,7 +110,8 @@ def question_figures(t) -> list:
             out.append(FigureJob(LEARNING, f"{model}-learning-curves",
                                  f"{model}: final test loss against n_train (log-log), per-seed points, "
                                  f"the mean with its 95% interval and each activation's power-law fit.",
-                                 partial(plots.learning_curve_fits, t["per_run"], lc, model=model)))
+                                 partial(plots.learning_curve_fits, t.get("curve_runs", t["per_run"]), lc,
+                                         model=model)))
     return out
 
 

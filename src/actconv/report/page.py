@@ -8,7 +8,8 @@ from ..analysis import claims, conditions, robustness, tuning
 from ..analysis.tables import CONFIG_KEYS
 from ..errors import ActconvError
 from ..study.activations import use_stored_activations
-from .contents import claim_tables, curve_tables, done_epochs, question_tables, study_reference_lr
+from .contents import (claim_tables, curve_tables, done_epochs, question_tables, study_reference_lr,
+                       study_search)
 from . import interactive
 from .figure_jobs import curve_figures, diagnostics_figures, GALLERY, question_figures
 from .markup import CSS, esc, figure_html, verdict_table
@@ -20,7 +21,8 @@ from .sections import (answers_section, config_section, FAIRNESS_INTRO, FINDINGS
 
 def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: int = 50,
                  threshold: float = 0.5, dpi: int = 100, jobs: int | None = None,
-                 select: str = "val_loss", tune=("lr",), reference_lr: float | None = None) -> Path:
+                 select: str = "val_loss", tune=("lr",), reference_lr: float | None = None,
+                 focus=None) -> Path:
     """Write OUT/report/index.html, figures/*.png and *.svg, summary.csv and the analysis tables.
 
     Figures are drawn and saved in parallel processes (one per core this process may use).
@@ -38,6 +40,7 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
         tune: the training settings tuned per activation (those that vary in the study).
         reference_lr: the fixed setting of the unfair comparison (default: the study's
             `reference_lr`, the notebook's 0.1).
+        focus: activations the answers open with (default: the user-defined ones).
     Returns:
         The path of index.html. Works on a study that is still running or partly failed.
     """
@@ -75,7 +78,7 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
         t = curve_tables(results, epochs, spike_k, spike_window, threshold)
         writer.submit(curve_figures(results, t))
         t.update(claim_tables(results, t, thresholds))
-        t.update(question_tables(everything, results, t, thresholds))
+        t.update(question_tables(everything, results, t, thresholds, study_search(out_dir), focus))
         writer.submit(question_figures(t))
         inside, curves, questions = writer.results()
     written = curves + inside + questions  # the page's order
@@ -96,7 +99,7 @@ def write_tables(t, dest: Path) -> None:
     for name in ("per_run", "fits", "batch_fits", "ranking", "paired", "spikes", "findings",
                  "mechanisms", "papers", "samples", "fairness", "tuned", "candidates",
                  "reference_ranking", "ranking_shift", "stability", "claims_reference_tuned",
-                 "learning_curves", "robustness", "recurrence", "perturbation_variance"):
+                 "learning_curves", "robustness", "recurrence", "perturbation_variance", "focus"):
         if name in t:
             t[name].to_csv(dest / f"{name}.csv", index=False)
 

@@ -149,12 +149,19 @@ def tuning_section(t) -> list:
     view["test accuracy 95% CI"] = [interval_text(lo, hi) for lo, hi in
                                     zip(tuned["test_accuracy_low"], tuned["test_accuracy_high"])]
     view["rank"] = tuned["rank"]
+    searched = "n_confirm_seeds" in tuned  # a search: chosen on its tuning seeds, tested on fresh ones
+    for col in (("tune_test_loss", "n_confirm_seeds", "winners_curse") if searched else ()) + ("edge",):
+        if col in tuned:
+            view[col] = tuned[col]
+    then = ("; the test metrics there come from the confirm seeds alone, beside the tuning seeds' "
+            "test loss and the difference, the winner's curse" if searched else ", then the test metrics there")
     out = ["<h2 id='tuning'>Tuned per activation</h2>",
            f"<p>For every condition, training-set size and activation, the value of "
-           f"{esc(', '.join(axes))} with the best mean validation score over seeds (a value at which "
-           f"any seed diverged or ended above its start is never chosen), then the test metrics "
-           f"there (<code>tuned.csv</code>). Beside it, the ranking at the reference setting and "
-           f"how far each activation moves.</p>", html_table(view)]
+           f"{esc(', '.join(axes))} with the best mean validation score over "
+           f"{'the tuning seeds' if searched else 'seeds'} (a value at which any seed diverged or "
+           f"ended above its start is never chosen){then} (<code>tuned.csv</code>); <code>edge</code> "
+           f"names a choice at the edge of what was tried: widen the range. Beside it, the ranking at "
+           f"the reference setting and how far each activation moves.</p>", html_table(view)]
     if "ranking_shift" in t and len(t["ranking_shift"]):
         out += ["<h3>Reference ranking against tuned ranking</h3>", html_table(t["ranking_shift"])]
     if "stability" in t and len(t["stability"]):

@@ -1,5 +1,6 @@
 """Running a study: the work queue with its claims, leases and retries (`queue`, whose
-`run_study` is the entry point), the backends of one shape (`serial`, `pool`, `ray_tasks`),
+`run_study` is the entry point), a study's search with Optuna, trial batches through
+`run_study`, then confirmation on fresh seeds (`search`), the backends of one shape (`serial`, `pool`, `ray_tasks`),
 what running one unit needs wherever it runs (`execution`), what the pool's fork server
 imports once (`worker`), re-execution against the store (`verify`) and the SQLite store
 itself (`store`), which the driver alone writes.
@@ -9,7 +10,7 @@ report read the store's tables through `actconv.run.store` and nothing else of t
 """
 import importlib
 
-_EXPORTS = {"run_study": "queue", "Store": "store", "load_results": "store", "verify_runs": "verify"}
+_EXPORTS = {"run_study": "queue", "run_search": "search", "Store": "store", "load_results": "store", "verify_runs": "verify"}
 
 
 def __getattr__(name: str):

@@ -1,5 +1,6 @@
 """What a study is, before anything trains: the frozen `StudySpec` and `RunSpec` with their
-stable run ids, study files and presets (`config`), the datasets and their seeded, nested
+stable run ids, study files and presets (`config`), a search's space, budget, sampler and
+seeds (`search`), the datasets and their seeded, nested
 subsets (`data`, `streams`), the models (`models`; timm and torchvision networks with the
 study's activation: `zoo`), the activations with their parametric
 spellings, safe expressions and a user's `module:attr` objects (`activations`,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from . import activations as acts
+from . import search as searching
 from . import userimport, zoo
 
 OPTIMIZERS = ["sgd", "adam"]
@@ -136,7 +137,7 @@ PERTURB_KEYS = {"perturb": list, "replicas": int, "perturb_seeds": list}
 MAX_REPLICAS = 100
 STUDY_KEYS = {"name": str, "description": str, "dataset": str, "normalize": str, "device": str,
               "dtype": str, "threads": int, "models": dict, "grid": list, "expected": str,
-              "paper": str, "claim": str, "reference_lr": float, **PERTURB_KEYS,
+              "paper": str, "claim": str, "reference_lr": float, "search": dict, **PERTURB_KEYS,
               **{k: v for k, v in GRID_KEYS.items() if k != "models"}}
 MODEL_KEYS = {f.name: f.type for f in fields(ModelSpec) if f.name not in ("options", "fingerprint")}
 OPTION_TYPES = (str, int, float, bool)  # a user factory's options: JSON scalars, hashed into the run id
@@ -172,6 +173,7 @@ class StudySpec:
     meta: tuple[tuple[str, str], ...] = ()  # paper, claim, expected: text for humans
     activation_defs: tuple[tuple[str, str], ...] = ()  # a user's activations: name -> Definition JSON
     data_fingerprint: str = ""      # an npz dataset's hash of bytes (see dataset_ref)
+    search: searching.SearchSpec | None = None  # a search per cell instead of the grid's values
 
     def runs(self) -> list[RunSpec]:
         """Every run of the study, in grid order, without repeats."""
@@ -456,15 +458,39 @@ def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
     if not 0 < d.get("threads", 1) <= MAX_THREADS:
         raise ConfigError(f"{where}: threads must be 1 to {MAX_THREADS}, got {d['threads']}")
     used = {m for g in grids for m in g.models}
-    return StudySpec(
-        name=_study_name(where, d), grids=tuple(grids),
+    name = _study_name(where, d)
+    search = searching.from_table(where, d["search"], name) if "search" in d else None
+    return _with_search(where, StudySpec(
+        name=name, grids=tuple(grids),
         models=tuple((k, v) for k, v in models.items() if k in used),
         description=d.get("description", ""), dataset=dataset, data_fingerprint=data_fingerprint,
         normalize=d.get("normalize", "none"), device=d.get("device", "auto"),
         dtype=d.get("dtype", "float32"), threads=d.get("threads", 1),
         meta=tuple((k, d[k]) for k in ("paper", "claim", "expected") if k in d),
         activation_defs=_used_defs(defs, grids), reference_lr=_reference_lr(where, d),
-        **_perturbation(where, d.get("perturb"), d.get("replicas"), d.get("perturb_seeds")))
+        **_perturbation(where, d.get("perturb"), d.get("replicas"), d.get("perturb_seeds"))), search)
+
+
+def _with_search(where: str, study: StudySpec, search) -> StudySpec:
+    """The study with its search checked against its grids: every grid holds a validation
+    split (trials are scored there, never on test); confirm seeds default to the grids' seeds."""
+    if search is None:
+        return replace(study, search=None)
+    no_val = [i + 1 for i, g in enumerate(study.grids)
+              if not dict(g.train).get("validation", dict(study.train).get("validation", 0))]
+    if no_val:
+        raise ConfigError(f"{where}: a search scores its trials on the validation split, and grid "
+                          f"{no_val[0]} has none: set validation (--validation 500)")
+    if not search.confirm_seeds:  # the study's seeds are what it reports: confirm on them
+        seeds = tuple(dict.fromkeys(s for g in study.grids for s in g.seeds))
+        try:
+            search = searching.build(where, study.name, space=search.space, trials=search.trials,
+                                     sampler=search.sampler, tune_seeds=search.tune_seeds,
+                                     confirm_seeds=seeds, select=search.select, batch=search.batch)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (confirm seeds default to the study's seeds: give fresh "
+                              f"ones with --confirm-seeds)") from None
+    return replace(study, search=search)
 
 
 def _reference_lr(where: str, d: dict) -> float:
@@ -550,7 +576,8 @@ def load_preset(name: str) -> StudySpec:
 def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=None, n_train=None,
                    hidden_units=None, activate_logits=None, dataset=None, device=None,
                    threads=None, perturb=None, replicas=None, perturb_seeds=None,
-                   **train) -> StudySpec:
+                   search=None, trials=None, sampler=None, tune_seeds=None, confirm_seeds=None,
+                   select=None, trial_batch=None, **train) -> StudySpec:
     """The study with command-line flags applied to every grid (None leaves a value alone)."""
     specs = dict(study.models)
     if models is not None:
@@ -601,10 +628,37 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
     if threads is not None and not 0 < threads <= MAX_THREADS:
         raise ConfigError(f"threads must be 1 to {MAX_THREADS}, got {threads}")
     grids = tuple(dict.fromkeys(grids))
+    study = _with_search("flags", replace(study, grids=grids), _search_flags(
+        study, search, trials, sampler, tune_seeds, confirm_seeds, select, trial_batch, seeds is not None))
     return replace(study, grids=grids, models=tuple(specs.items()), activation_defs=_used_defs(defs, grids),
                    dataset=dataset or study.dataset, data_fingerprint=data_fingerprint,
                    device=device or study.device, threads=threads or study.threads,
                    **_perturbation("flags", perturb, replicas, perturb_seeds))
+
+
+def _search_flags(study: StudySpec, space, trials, sampler, tune_seeds, confirm_seeds, select, batch,
+                  new_seeds):
+    """The study's search with the flags applied: --search replaces its space, the others
+    one value each; a search flag without any search is an error."""
+    old = study.search
+    given = {k: v for k, v in (("--trials", trials), ("--sampler", sampler), ("--tune-seeds", tune_seeds),
+                               ("--confirm-seeds", confirm_seeds), ("--select", select),
+                               ("--trial-batch", batch)) if v is not None}
+    if not space and old is None:
+        if given:
+            raise ConfigError(f"{next(iter(given))} needs a search: add --search AXIS=RANGE "
+                              f"(such as --search 'lr=log(0.001,1)')")
+        return None
+    pairs = [searching.parse_assignment(s) for s in space] if space else list(old.space)
+    keep_confirm = old.confirm_seeds if old is not None and not new_seeds else None
+    return searching.build(
+        "flags", study.name, space=pairs,
+        trials=trials if trials is not None else (old.trials if old else None),
+        sampler=sampler or (old.sampler if old else None),
+        tune_seeds=tune_seeds if tune_seeds is not None else (old.tune_seeds if old else None),
+        confirm_seeds=confirm_seeds if confirm_seeds is not None else keep_confirm,
+        select=select or (old.select if old else None),
+        batch=batch if batch is not None else (old.batch if old else None))
 
 
 # Seconds per training sample per epoch on one thread of this project's 2-core reference
