@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..errors import StoreError
 from ..study.config import RunSpec
 from ..train.result import RunResult
@@ -204,35 +206,48 @@ class Store:
 
     def write(self, result: RunResult) -> None:
         """Store one run's rows and its final status atomically (replacing any earlier try)."""
+        self.write_many([result])
+
+    def write_many(self, results: list[RunResult]) -> None:
+        """Store several runs in one transaction (each whole or not at all, as `write`): one
+        commit, one fsync of the log, for many runs, so that one driver keeps up with many workers."""
+        with self.transaction():
+            for result in results:
+                self._write_rows(result)
+
+    def _write_rows(self, result: RunResult) -> None:
+        """One run's rows and status, inside the caller's transaction."""
         s, rid = result.spec, result.run_id
         key = (rid, s.model, s.activation, s.seed, s.n_train)
         b = result.batches
-        batch_rows = [key + (int(e), int(st), float(lo), float(ac))
-                      for e, st, lo, ac in zip(b.get("epoch", []), b.get("step", []), b.get("loss", []),
-                                               b.get("accuracy", []))]
+        # Whole columns converted at once (tolist gives Python ints and floats, the values
+        # int() and float() would give one by one, several times faster).
+        columns = [np.asarray(b.get(c, []), dtype).tolist()
+                   for c, dtype in (("epoch", np.int64), ("step", np.int64), ("loss", np.float64),
+                                    ("accuracy", np.float64))]
+        batch_rows = [key + row for row in zip(*columns)]
         epoch_rows = [key + tuple(e.get(c) for c in EPOCH_COLUMNS) for e in result.epochs]
         env = result.env or {}
-        with self.transaction():
-            current = self.conn.execute("SELECT status FROM runs WHERE run_id=?", (rid,)).fetchone()
-            if result.status == "failed" and current and current[0] in FINISHED:
-                return  # another driver finished it meanwhile: its result stands
-            for table in ("epochs", "batches", "diagnostics"):
-                self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
-            self.conn.executemany(f"INSERT INTO epochs ({', '.join(KEY_COLUMNS + EPOCH_COLUMNS)}) "
-                                  f"VALUES ({', '.join('?' * (len(KEY_COLUMNS) + len(EPOCH_COLUMNS)))})",
-                                  epoch_rows)
-            self.conn.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?)", batch_rows)
-            self.conn.executemany("INSERT INTO diagnostics VALUES (?,?,?,?,?,?)",
-                                  [(rid,) + tuple(d) for d in result.diagnostics])
-            self.conn.execute("INSERT OR IGNORE INTO runs (run_id, model, model_kind, activation, seed, "
-                              "n_train, config_json) VALUES (?,?,?,?,?,?,?)",
-                              (rid, s.model, s.model_spec.kind, s.activation, s.seed, s.n_train, s.to_json()))
-            self.conn.execute(
-                "UPDATE runs SET status=?, diverged_step=?, error=?, wall_s=?, finished_at=?, "
-                "attempts=MAX(attempts, 1), torch_version=?, device=?, threads=?, dtype=?, claimed_by=NULL, "
-                "lease_until=NULL WHERE run_id=?",
-                (result.status, result.diverged_step, result.error, result.wall_s, time.time(),
-                 env.get("torch_version"), env.get("device"), env.get("threads"), env.get("dtype"), rid))
+        current = self.conn.execute("SELECT status FROM runs WHERE run_id=?", (rid,)).fetchone()
+        if result.status == "failed" and current and current[0] in FINISHED:
+            return  # another driver finished it meanwhile: its result stands
+        for table in ("epochs", "batches", "diagnostics"):
+            self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
+        self.conn.executemany(f"INSERT INTO epochs ({', '.join(KEY_COLUMNS + EPOCH_COLUMNS)}) "
+                              f"VALUES ({', '.join('?' * (len(KEY_COLUMNS) + len(EPOCH_COLUMNS)))})",
+                              epoch_rows)
+        self.conn.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?)", batch_rows)
+        self.conn.executemany("INSERT INTO diagnostics VALUES (?,?,?,?,?,?)",
+                              [(rid,) + tuple(d) for d in result.diagnostics])
+        self.conn.execute("INSERT OR IGNORE INTO runs (run_id, model, model_kind, activation, seed, "
+                          "n_train, config_json) VALUES (?,?,?,?,?,?,?)",
+                          (rid, s.model, s.model_spec.kind, s.activation, s.seed, s.n_train, s.to_json()))
+        self.conn.execute(
+            "UPDATE runs SET status=?, diverged_step=?, error=?, wall_s=?, finished_at=?, "
+            "attempts=MAX(attempts, 1), torch_version=?, device=?, threads=?, dtype=?, claimed_by=NULL, "
+            "lease_until=NULL WHERE run_id=?",
+            (result.status, result.diverged_step, result.error, result.wall_s, time.time(),
+             env.get("torch_version"), env.get("device"), env.get("threads"), env.get("dtype"), rid))
 
     # -- claims: drivers sharing one store never run a run twice at once ----------------
     def claim(self, run_ids, owner: str, lease_s: float = LEASE_S) -> list[str]:
