@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..study.config import RunSpec
 from ..train.result import RunResult
 
@@ -23,6 +23,9 @@ FINISHED = ("done", "diverged")
 # that dies leaves its runs to others after this. (One on this host is seen dead at once.)
 LEASE_S = 60.0
 KEY_COLUMNS = ["run_id", "model", "activation", "seed", "n_train"]
+TABLES = ("runs", "epochs", "batches", "diagnostics")
+ORDER = {"runs": "rowid", "epochs": "run_id, epoch", "batches": "run_id, step",
+         "diagnostics": "run_id, epoch, step"}  # the order every reader gets, whatever the writes' order
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -291,6 +294,21 @@ class Store:
             self.conn.execute("UPDATE runs SET status='pending', claimed_by=NULL, lease_until=NULL "
                               "WHERE claimed_by=? AND status='running'", (owner,))
 
+    def query(self, sql: str, params=()) -> "pd.DataFrame":
+        """The rows of one read-only SQL statement as a DataFrame.
+
+        Values go in params (`?` or `:name` placeholders), never into sql; a statement that
+        would write is refused, as is more than one statement.
+        """
+        import pandas as pd
+        self.conn.execute("PRAGMA query_only = ON")
+        try:
+            return pd.read_sql_query(sql, self.conn, params=params)
+        except (sqlite3.Error, pd.errors.DatabaseError) as e:
+            raise ConfigError(f"query failed on {self.path}: {str(e).splitlines()[0]}") from None
+        finally:
+            self.conn.execute("PRAGMA query_only = OFF")
+
     def summary(self) -> dict[str, int]:
         """Run counts by status."""
         return dict(self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
@@ -358,23 +376,73 @@ def load_results(out_dir) -> Results:
     import pandas as pd
     store = Store(out_dir, create=False)
     try:
-        read = lambda q: pd.read_sql_query(q, store.conn)  # noqa: E731
-        runs = read("SELECT * FROM runs ORDER BY rowid")
-        epochs = read("SELECT * FROM epochs ORDER BY run_id, epoch")
-        batches = read("SELECT * FROM batches ORDER BY run_id, step")
-        diagnostics = read("SELECT * FROM diagnostics ORDER BY run_id, epoch, step")
-        for name, (_, default) in DATA_COLUMNS.items():  # a store from before these columns
-            if name not in runs:
-                runs[name] = default
+        read = lambda t: pd.read_sql_query(f"SELECT * FROM {t} ORDER BY {ORDER[t]}", store.conn)  # noqa: E731
+        frames = {t: with_defaults(t, read(t)) for t in TABLES}
     except (sqlite3.Error, pd.errors.DatabaseError) as e:
         raise StoreError(f"cannot read {store.path}: {e}") from None
     finally:
         store.close()
-    for table, frame in (("runs", runs), ("epochs", epochs)):  # a store of an earlier actconv
-        for name, (_, earlier) in ADDED_COLUMNS[table].items():
-            if name not in frame:
-                frame[name] = float("nan") if earlier is None else earlier
-    return Results(runs, epochs, batches, diagnostics)
+    return Results(**frames)
+
+
+def with_defaults(table: str, frame: "pd.DataFrame") -> "pd.DataFrame":
+    """A table of a store of an earlier actconv with the columns added since, at their value there."""
+    added = {**(DATA_COLUMNS if table == "runs" else {}), **ADDED_COLUMNS.get(table, {})}
+    for name, (_, earlier) in added.items():
+        if name not in frame:
+            frame[name] = float("nan") if earlier is None else earlier
+    return frame
+
+
+def select(out_dir, table: str, columns=None, **conditions) -> "pd.DataFrame":
+    """The rows of one table that match every condition, read from the store without loading the rest.
+
+    Args:
+        out_dir: the study's output directory.
+        table: runs, epochs, batches or diagnostics.
+        columns: the table's columns to return (default: all).
+        conditions: column=value, column=[values] (any of them) or column=None (missing);
+            a run setting the table lacks (lr, model, ...) is matched on the run's row in `runs`.
+    Returns:
+        A DataFrame in the order `load_results` gives.
+    """
+    import pandas as pd
+    if table not in TABLES:
+        raise ConfigError(f"unknown table {table!r}; choose from: {', '.join(TABLES)}")
+    store = Store(out_dir, create=False)
+    try:
+        have = [r[1] for r in store.conn.execute(f"PRAGMA table_info({table})")]
+        runs = [r[1] for r in store.conn.execute("PRAGMA table_info(runs)")]
+        for c in columns or ():
+            if c not in have:
+                raise ConfigError(f"{table} has no column {c!r}; choose from: {', '.join(have)}")
+        where, params = [], []
+        for key, value in conditions.items():
+            if key in have:
+                col = f"t.{key}"
+            elif key in runs:
+                col = f"r.{key}"
+            else:
+                raise ConfigError(f"no column {key!r} in {table} or runs; choose from: "
+                                  f"{', '.join(dict.fromkeys(have + runs))}")
+            if value is None:
+                where.append(f"{col} IS NULL")
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                values = [int(v) if isinstance(v, bool) else v for v in value]
+                where.append(f"{col} IN ({', '.join('?' * len(values))})" if values else "0")
+                params += values
+            else:
+                where.append(f"{col} = ?")
+                params.append(int(value) if isinstance(value, bool) else value)
+        join = " JOIN runs r ON r.run_id = t.run_id" if any(w.startswith("r.") for w in where) else ""
+        picked = ", ".join(f"t.{c}" for c in columns) if columns else "t.*"
+        order = ", ".join(f"t.{c.strip()}" for c in ORDER[table].split(","))
+        sql = (f"SELECT {picked} FROM {table} t{join}" + (f" WHERE {' AND '.join(where)}" if where else "")
+               + f" ORDER BY {order}")
+        frame = store.query(sql, params)
+    finally:
+        store.close()
+    return frame if columns else with_defaults(table, frame)
 
 
 def study_specs(out_dir) -> list[dict]:
