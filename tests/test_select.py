@@ -115,3 +115,24 @@ def test_write_many_is_one_transaction_each_run_whole(tmp_path):
     r = load_results(tmp_path)
     assert sorted(r.runs["status"]) == ["done", "done", "pending"]
     assert len(r.batches) == 8 and len(r.diagnostics) == 6
+
+
+def test_load_results_reads_in_chunks_what_one_read_gives(tmp_path, monkeypatch):
+    from actconv.run import store as store_module
+    specs = [spec("relu", s) for s in range(1, 8)]
+    with Store(tmp_path) as store:
+        store.register("t", "{}", specs)
+        runs = [result(s) for s in specs]
+        runs[5].status, runs[5].diverged_step = "diverged", 3  # a number in a column of NULLs
+        runs[5].batches["loss"][2] = np.nan
+        runs[5].env = dict(torch_version="2.x", device="cpu")  # text in a column of NULLs
+        store.write_many(runs[:6])
+    monkeypatch.setattr(store_module, "READ_CHUNK", 3)  # chunks of NULLs only, and of numbers
+    chunked = load_results(tmp_path)
+    with sqlite3.connect(tmp_path / "actconv.sqlite") as conn:
+        for table in ("runs", "epochs", "batches", "diagnostics"):
+            whole = pd.read_sql_query(f"SELECT * FROM {table} ORDER BY {store_module.ORDER[table]}", conn)
+            got = getattr(chunked, table)[list(whole.columns)]
+            pd.testing.assert_frame_equal(got, whole, check_exact=True)
+    assert chunked.runs["diverged_step"].dtype == np.float64 and chunked.runs["diverged_step"].notna().sum() == 1
+    assert chunked.runs["error"].isna().all()
