@@ -136,3 +136,24 @@ def test_load_results_reads_in_chunks_what_one_read_gives(tmp_path, monkeypatch)
             pd.testing.assert_frame_equal(got, whole, check_exact=True)
     assert chunked.runs["diverged_step"].dtype == np.float64 and chunked.runs["diverged_step"].notna().sum() == 1
     assert chunked.runs["error"].isna().all()
+
+
+def test_the_report_leaves_histogram_rows_in_the_store_and_reads_one_runs_back(tmp_path):
+    from actconv.report.loading import report_results, run_diagnostics
+    specs = [spec("relu", s) for s in (1, 2)]
+    with Store(tmp_path) as store:
+        store.register("t", "{}", specs)
+        runs = [result(s) for s in specs]
+        for r in runs:
+            r.diagnostics += [(e, 2 * e, "layer1", f"preact_hist_{i:02d}", i / 34) for e in range(3) for i in range(34)]
+            r.diagnostics += [(1, 3, "layer1", "preact_histogram_other", 7.0)]  # not the prefix: kept
+        store.write_many(runs)
+    whole, lean = load_results(tmp_path), report_results(tmp_path)
+    assert len(whole.diagnostics) == 2 * (3 + 102 + 1)
+    assert sorted(lean.diagnostics["metric"].unique()) == ["act_mean", "preact_histogram_other"]
+    pd.testing.assert_frame_equal(lean.runs, whole.runs)
+    pd.testing.assert_frame_equal(lean.batches, whole.batches)
+    rid = specs[1].run_id
+    want = whole.diagnostics[whole.diagnostics["run_id"] == rid].reset_index(drop=True)
+    pd.testing.assert_frame_equal(run_diagnostics(lean, rid).reset_index(drop=True), want, check_exact=True)
+    pd.testing.assert_frame_equal(run_diagnostics(whole, rid).reset_index(drop=True), want)

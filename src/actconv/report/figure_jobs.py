@@ -10,6 +10,7 @@ from ..analysis.tables import flag
 from ..study import metrics
 from ..study.activations import BOUNDED_RANGE, FAMILIES, use_stored_activations
 from . import figures as plots
+from .loading import run_diagnostics
 
 @dataclass(frozen=True)
 class FigureJob:
@@ -155,7 +156,7 @@ def diagnostics_figures(results, epochs) -> list:
         run = pick.iloc[0]
         out.append(FigureJob(DYNAMICS, f"{model}-histograms", f"{model}: pre-activation histograms of one "
                              f"run ({run['activation']}, seed {run['seed']}, {n} images) over training.",
-                             partial(plots.preact_histograms, diag[diag["run_id"] == run["run_id"]], r,
+                             partial(plots.preact_histograms, run_diagnostics(results, run["run_id"]), r,
                                      run["run_id"])))
     return out
 

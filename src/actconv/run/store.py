@@ -88,6 +88,8 @@ class Results:
     epochs: "pd.DataFrame"
     batches: "pd.DataFrame"
     diagnostics: "pd.DataFrame"
+    source: Path | None = None       # the output directory, where `skipped` rows were left
+    skipped: tuple[str, ...] = ()    # prefixes of the diagnostics metrics not read (select reads them)
 
 
 def store_path(out_dir) -> Path:
@@ -377,18 +379,29 @@ def _start_time(pid: int) -> str:
         return ""
 
 
-def load_results(out_dir) -> Results:
-    """Every table of a store as pandas DataFrames (the data contract's long tables)."""
+def load_results(out_dir, skip_metrics=()) -> Results:
+    """Every table of a store as pandas DataFrames (the data contract's long tables).
+
+    skip_metrics: prefixes of diagnostics metrics whose rows stay in the store (the result
+    names them and its source; `select` reads them for the runs that need them).
+    """
     import pandas as pd
     store = Store(out_dir, create=False)
+    where = {t: "" for t in TABLES}
+    params = {t: () for t in TABLES}
+    if skip_metrics:
+        where["diagnostics"] = "WHERE " + " AND ".join(
+            "(metric IS NULL OR substr(metric, 1, ?) <> ?)" for _ in skip_metrics)
+        params["diagnostics"] = tuple(v for p in skip_metrics for v in (len(p), p))
     try:
-        frames = {t: with_defaults(t, read_frame(store.conn, f"SELECT * FROM {t} ORDER BY {ORDER[t]}"))
+        frames = {t: with_defaults(t, read_frame(store.conn, f"SELECT * FROM {t} {where[t]} ORDER BY {ORDER[t]}",
+                                                 params[t]))
                   for t in TABLES}
     except (sqlite3.Error, pd.errors.DatabaseError) as e:
         raise StoreError(f"cannot read {store.path}: {e}") from None
     finally:
         store.close()
-    return Results(**frames)
+    return Results(**frames, source=Path(out_dir) if skip_metrics else None, skipped=tuple(skip_metrics))
 
 
 READ_CHUNK = 250_000  # rows a read holds as Python tuples at once
