@@ -47,7 +47,8 @@ def curve_figures(results, t) -> list:
                                      f"{model}, {name}: batch loss against batch update with the "
                                      f"least-squares line through it (epoch-0 loss at update 0), as the "
                                      f"original drew it; one seed, diverged runs included.",
-                                     partial(plots.family_batch_losses, b, start, in_batches, model=model,
+                                     partial(plots.family_batch_losses, _one_seed(b, in_batches), start,
+                                             in_batches, model=model,
                                              fits=t["finished_fits"])))
             if not present:
                 continue
@@ -72,7 +73,9 @@ def curve_figures(results, t) -> list:
             n, seed, note = _dynamics_run(batches, t["spikes"], model)
             out.append(FigureJob("Batch-loss dynamics and spikes", f"{model}-dynamics",
                                  f"{model}: batch loss of {note}, whole run and first epoch; spikes marked.",
-                                 partial(plots.batch_dynamics, batches[batches["model"] == model],
+                                 partial(plots.batch_dynamics, batches[(batches["model"] == model)
+                                                                       & (batches["n_train"] == n)
+                                                                       & (batches["seed"] == seed)],
                                          t["spikes"], model=model, n_train=n, seed=seed)))
     for model in models:
         out.append(FigureJob("Final and starting losses", f"{model}-heatmap",
@@ -83,6 +86,13 @@ def curve_figures(results, t) -> list:
                              partial(plots.start_vs_final, t["per_run"], model=model,
                                      logit_floors=model in logits)))
     return out
+
+
+def _one_seed(batches, activations):
+    """The rows a family's batch figure draws (its activations at their smallest seed, as it
+    picks): a worker is handed one run per curve, not every seed's batches."""
+    b = batches[batches["activation"].isin(activations)]
+    return b[b["seed"] == b["seed"].min()] if len(b) else b
 
 
 TUNING = "Learning-rate sensitivity"
