@@ -113,8 +113,8 @@ class Store:
             self._wal()
             self.conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives a killed process
             # A 64 MB page cache (the default is 2 MB) keeps a large store's index pages in
-            # memory: commits of runs into a 2,000-run store went from ~90 to ~135 runs/s
-            # (benchmarks/commit_throughput.py).
+            # memory: commits into a 2,000-run store went from 97 to 124 runs/s (medians of
+            # 3 alternating rounds, benchmarks/commit_throughput.py, on the busy 2-core machine).
             self.conn.execute(f"PRAGMA cache_size = {-CACHE_KB}")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open a store in {out_dir}: {e}") from None
