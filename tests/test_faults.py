@@ -172,9 +172,9 @@ def test_ray_executor_errors_are_one_clear_line(tmp_path, monkeypatch, capsys):
 def test_a_store_that_cannot_be_written_is_one_line_and_gives_its_claims_back(tmp_path, monkeypatch, capsys):
     from actconv.run.store import Store as RealStore
 
-    def full_disk(self, result):
+    def full_disk(self, results):
         raise sqlite3.OperationalError("database or disk is full")
-    monkeypatch.setattr(RealStore, "write", full_disk)
+    monkeypatch.setattr(RealStore, "write_many", full_disk)  # what the driver writes a unit with
     study = write_study(tmp_path / "s.toml", {**TINY, "seeds": [1]})
     assert main(["run", str(study), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err

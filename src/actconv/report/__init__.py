@@ -3,8 +3,8 @@ store), every table it shows computed once from the analysis (`contents`), its s
 (`sections`) and HTML pieces (`markup`), which figures it shows (`figure_jobs`), the figures
 themselves by topic (`figures/`: they return figures, only the page writes files), their
 drawing in worker processes (`render`), the interactive curves the page draws with Plotly
-(`interactive`), the Answers (`answers`) and the exports to CSV,
-Parquet, TensorBoard and MLflow (`exports`).
+(`interactive`), the Answers (`answers`), what it reads of the store (`loading`) and the
+exports to CSV, Parquet, TensorBoard and MLflow (`exports`).
 
 May import `actconv.analysis`, `actconv.study` for names, `actconv.run.store` for the
 store's tables, and `actconv.errors`.

@@ -10,6 +10,7 @@ from ..analysis.tables import flag
 from ..study import metrics
 from ..study.activations import BOUNDED_RANGE, FAMILIES, use_stored_activations
 from . import figures as plots
+from .loading import run_diagnostics
 
 @dataclass(frozen=True)
 class FigureJob:
@@ -46,7 +47,8 @@ def curve_figures(results, t) -> list:
                                      f"{model}, {name}: batch loss against batch update with the "
                                      f"least-squares line through it (epoch-0 loss at update 0), as the "
                                      f"original drew it; one seed, diverged runs included.",
-                                     partial(plots.family_batch_losses, b, start, in_batches, model=model,
+                                     partial(plots.family_batch_losses, _one_seed(b, in_batches), start,
+                                             in_batches, model=model,
                                              fits=t["finished_fits"])))
             if not present:
                 continue
@@ -71,7 +73,9 @@ def curve_figures(results, t) -> list:
             n, seed, note = _dynamics_run(batches, t["spikes"], model)
             out.append(FigureJob("Batch-loss dynamics and spikes", f"{model}-dynamics",
                                  f"{model}: batch loss of {note}, whole run and first epoch; spikes marked.",
-                                 partial(plots.batch_dynamics, batches[batches["model"] == model],
+                                 partial(plots.batch_dynamics, batches[(batches["model"] == model)
+                                                                       & (batches["n_train"] == n)
+                                                                       & (batches["seed"] == seed)],
                                          t["spikes"], model=model, n_train=n, seed=seed)))
     for model in models:
         out.append(FigureJob("Final and starting losses", f"{model}-heatmap",
@@ -82,6 +86,13 @@ def curve_figures(results, t) -> list:
                              partial(plots.start_vs_final, t["per_run"], model=model,
                                      logit_floors=model in logits)))
     return out
+
+
+def _one_seed(batches, activations):
+    """The rows a family's batch figure draws (its activations at their smallest seed, as it
+    picks): a worker is handed one run per curve, not every seed's batches."""
+    b = batches[batches["activation"].isin(activations)]
+    return b[b["seed"] == b["seed"].min()] if len(b) else b
 
 
 TUNING = "Learning-rate sensitivity"
@@ -156,7 +167,7 @@ def diagnostics_figures(results, epochs) -> list:
         run = pick.iloc[0]
         out.append(FigureJob(DYNAMICS, f"{model}-histograms", f"{model}: pre-activation histograms of one "
                              f"run ({run['activation']}, seed {run['seed']}, {n} images) over training.",
-                             partial(plots.preact_histograms, diag[diag["run_id"] == run["run_id"]], r,
+                             partial(plots.preact_histograms, run_diagnostics(results, run["run_id"]), r,
                                      run["run_id"])))
     return out
 

@@ -30,7 +30,8 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     Args:
         out_dir: the study's output directory (holds the results store; the report goes
             into its `report/` folder).
-        results: the long tables (`actconv.load_results(out_dir)` when None).
+        results: the long tables (when None, `loading.report_results(out_dir)`: all but the
+            histogram rows, which the one figure that draws them reads from the store).
         spike_k, spike_window: a spike is a batch loss above median + k x MAD of the
             previous `spike_window` losses.
         threshold: loss for steps-to-threshold.
@@ -46,8 +47,8 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
     """
     out_dir = Path(out_dir)
     if results is None:
-        from ..run.store import load_results
-        results = load_results(out_dir)
+        from .loading import report_results
+        results = report_results(out_dir)
     if select not in tuning.SELECT:
         raise ActconvError(f"unknown selection metric {select!r}; choose from: {', '.join(tuning.SELECT)}")
     bad = [a for a in tune if a not in tuning.TUNABLE]

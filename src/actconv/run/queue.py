@@ -142,10 +142,12 @@ def run_study(study: StudySpec, out_dir, *, jobs: int | str = 1, executor: str =
         try:
             with _Heartbeat(out_dir, owner, lease_s):
                 for unit, results in run(work.feed, data_args):
-                    for r in work.settle(unit, results):
-                        store.write(r)
-                        outcome.executed += 1
-                        bar.update(1)
+                    # A unit's runs (an ensemble's seeds) in one transaction: each run is
+                    # still whole or absent, and a driver killed here redoes the unit.
+                    settled = work.settle(unit, results)
+                    store.write_many(settled)
+                    outcome.executed += len(settled)
+                    bar.update(len(settled))
         except sqlite3.Error as e:  # a full disk, a store broken underneath us
             raise StoreError(f"cannot write {store.path}: {e}; the runs stored before are safe") from None
         finally:

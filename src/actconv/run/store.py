@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import StoreError
+import numpy as np
+
+from ..errors import ConfigError, StoreError
 from ..study.config import RunSpec
 from ..train.result import RunResult
 
@@ -20,7 +22,11 @@ FINISHED = ("done", "diverged")
 # A claim on a run lives this long unless its driver renews it; a driver on another host
 # that dies leaves its runs to others after this. (One on this host is seen dead at once.)
 LEASE_S = 60.0
+CACHE_KB = 64 * 1024
 KEY_COLUMNS = ["run_id", "model", "activation", "seed", "n_train"]
+TABLES = ("runs", "epochs", "batches", "diagnostics")
+ORDER = {"runs": "rowid", "epochs": "run_id, epoch", "batches": "run_id, step",
+         "diagnostics": "run_id, epoch, step"}  # the order every reader gets, whatever the writes' order
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,6 +91,8 @@ class Results:
     epochs: "pd.DataFrame"
     batches: "pd.DataFrame"
     diagnostics: "pd.DataFrame"
+    source: Path | None = None       # the output directory, where `skipped` rows were left
+    skipped: tuple[str, ...] = ()    # prefixes of the diagnostics metrics not read (select reads them)
 
 
 def store_path(out_dir) -> Path:
@@ -107,6 +115,10 @@ class Store:
             self.conn.execute("PRAGMA busy_timeout = 60000")
             self._wal()
             self.conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives a killed process
+            # A 64 MB page cache (the default is 2 MB) keeps a large store's index pages in
+            # memory: commits into a 2,000-run store went from 97 to 124 runs/s (medians of
+            # 3 alternating rounds, benchmarks/commit_throughput.py, on the busy 2-core machine).
+            self.conn.execute(f"PRAGMA cache_size = {-CACHE_KB}")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open a store in {out_dir}: {e}") from None
         self._check_schema(create)
@@ -207,36 +219,50 @@ class Store:
 
     def write(self, result: RunResult) -> None:
         """Store one run's rows and its final status atomically (replacing any earlier try)."""
+        self.write_many([result])
+
+    def write_many(self, results: list[RunResult]) -> None:
+        """Store several runs in one transaction (each whole or not at all, as `write`): one
+        commit, one fsync of the log, for many runs, so that one driver keeps up with many workers."""
+        with self.transaction():
+            for result in results:
+                self._write_rows(result)
+
+    def _write_rows(self, result: RunResult) -> None:
+        """One run's rows and status, inside the caller's transaction."""
         s, rid = result.spec, result.run_id
         key = (rid, s.model, s.activation, s.seed, s.n_train)
         b = result.batches
-        batch_rows = [key + (int(e), int(st), float(lo), float(ac))
-                      for e, st, lo, ac in zip(b.get("epoch", []), b.get("step", []), b.get("loss", []),
-                                               b.get("accuracy", []))]
+        # Whole columns converted at once (tolist gives Python ints and floats, the values
+        # int() and float() would give one by one, several times faster).
+        columns = [np.asarray(b.get(c, []), dtype).tolist()
+                   for c, dtype in (("epoch", np.int64), ("step", np.int64), ("loss", np.float64),
+                                    ("accuracy", np.float64))]
+        batch_rows = [key + row for row in zip(*columns)]
         epoch_rows = [key + tuple(e.get(c) for c in EPOCH_COLUMNS) for e in result.epochs]
         env = result.env or {}
-        with self.transaction():
-            current = self.conn.execute("SELECT status FROM runs WHERE run_id=?", (rid,)).fetchone()
-            if result.status == "failed" and current and current[0] in FINISHED:
-                return  # another driver finished it meanwhile: its result stands
+        current = self.conn.execute("SELECT status FROM runs WHERE run_id=?", (rid,)).fetchone()
+        if result.status == "failed" and current and current[0] in FINISHED:
+            return  # another driver finished it meanwhile: its result stands
+        if current and current[0] in (*FINISHED, "failed"):  # only a stored try has rows to replace
             for table in ("epochs", "batches", "diagnostics"):
                 self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
-            self.conn.executemany(f"INSERT INTO epochs ({', '.join(KEY_COLUMNS + EPOCH_COLUMNS)}) "
-                                  f"VALUES ({', '.join('?' * (len(KEY_COLUMNS) + len(EPOCH_COLUMNS)))})",
-                                  epoch_rows)
-            self.conn.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?)", batch_rows)
-            self.conn.executemany("INSERT INTO diagnostics VALUES (?,?,?,?,?,?)",
-                                  [(rid,) + tuple(d) for d in result.diagnostics])
-            self.conn.execute("INSERT OR IGNORE INTO runs (run_id, model, model_kind, activation, seed, "
-                              "n_train, config_json) VALUES (?,?,?,?,?,?,?)",
-                              (rid, s.model, s.model_spec.kind, s.activation, s.seed, s.n_train, s.to_json()))
-            self.conn.execute(
-                "UPDATE runs SET status=?, diverged_step=?, error=?, wall_s=?, finished_at=?, "
-                "attempts=MAX(attempts, 1), torch_version=?, device=?, threads=?, dtype=?, claimed_by=NULL, "
-                f"lease_until=NULL, {', '.join(f'{c}=?' for c in MODEL_FACTS)} WHERE run_id=?",
-                (result.status, result.diverged_step, result.error, result.wall_s, time.time(),
-                 env.get("torch_version"), env.get("device"), env.get("threads"), env.get("dtype"),
-                 *(env.get(c) for c in MODEL_FACTS), rid))
+        self.conn.executemany(f"INSERT INTO epochs ({', '.join(KEY_COLUMNS + EPOCH_COLUMNS)}) "
+                              f"VALUES ({', '.join('?' * (len(KEY_COLUMNS) + len(EPOCH_COLUMNS)))})",
+                              epoch_rows)
+        self.conn.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?)", batch_rows)
+        self.conn.executemany("INSERT INTO diagnostics VALUES (?,?,?,?,?,?)",
+                              [(rid,) + tuple(d) for d in result.diagnostics])
+        self.conn.execute("INSERT OR IGNORE INTO runs (run_id, model, model_kind, activation, seed, "
+                          "n_train, config_json) VALUES (?,?,?,?,?,?,?)",
+                          (rid, s.model, s.model_spec.kind, s.activation, s.seed, s.n_train, s.to_json()))
+        self.conn.execute(
+            "UPDATE runs SET status=?, diverged_step=?, error=?, wall_s=?, finished_at=?, "
+            "attempts=MAX(attempts, 1), torch_version=?, device=?, threads=?, dtype=?, claimed_by=NULL, "
+            f"lease_until=NULL, {', '.join(f'{c}=?' for c in MODEL_FACTS)} WHERE run_id=?",
+            (result.status, result.diverged_step, result.error, result.wall_s, time.time(),
+             env.get("torch_version"), env.get("device"), env.get("threads"), env.get("dtype"),
+             *(env.get(c) for c in MODEL_FACTS), rid))
 
     # -- claims: drivers sharing one store never run a run twice at once ----------------
     def claim(self, run_ids, owner: str, lease_s: float = LEASE_S) -> list[str]:
@@ -279,6 +305,21 @@ class Store:
         with self.transaction():
             self.conn.execute("UPDATE runs SET status='pending', claimed_by=NULL, lease_until=NULL "
                               "WHERE claimed_by=? AND status='running'", (owner,))
+
+    def query(self, sql: str, params=()) -> "pd.DataFrame":
+        """The rows of one read-only SQL statement as a DataFrame.
+
+        Values go in params (`?` or `:name` placeholders), never into sql; a statement that
+        would write is refused, as is more than one statement.
+        """
+        import pandas as pd
+        self.conn.execute("PRAGMA query_only = ON")
+        try:
+            return pd.read_sql_query(sql, self.conn, params=params)
+        except (sqlite3.Error, pd.errors.DatabaseError) as e:
+            raise ConfigError(f"query failed on {self.path}: {str(e).splitlines()[0]}") from None
+        finally:
+            self.conn.execute("PRAGMA query_only = OFF")
 
     def summary(self) -> dict[str, int]:
         """Run counts by status."""
@@ -342,28 +383,113 @@ def _start_time(pid: int) -> str:
         return ""
 
 
-def load_results(out_dir) -> Results:
-    """Every table of a store as pandas DataFrames (the data contract's long tables)."""
+def load_results(out_dir, skip_metrics=()) -> Results:
+    """Every table of a store as pandas DataFrames (the data contract's long tables).
+
+    skip_metrics: prefixes of diagnostics metrics whose rows stay in the store (the result
+    names them and its source; `select` reads them for the runs that need them).
+    """
     import pandas as pd
     store = Store(out_dir, create=False)
+    where = {t: "" for t in TABLES}
+    params = {t: () for t in TABLES}
+    if skip_metrics:
+        where["diagnostics"] = "WHERE " + " AND ".join(
+            "(metric IS NULL OR substr(metric, 1, ?) <> ?)" for _ in skip_metrics)
+        params["diagnostics"] = tuple(v for p in skip_metrics for v in (len(p), p))
     try:
-        read = lambda q: pd.read_sql_query(q, store.conn)  # noqa: E731
-        runs = read("SELECT * FROM runs ORDER BY rowid")
-        epochs = read("SELECT * FROM epochs ORDER BY run_id, epoch")
-        batches = read("SELECT * FROM batches ORDER BY run_id, step")
-        diagnostics = read("SELECT * FROM diagnostics ORDER BY run_id, epoch, step")
-        for name, (_, default) in DATA_COLUMNS.items():  # a store from before these columns
-            if name not in runs:
-                runs[name] = default
+        frames = {t: with_defaults(t, read_frame(store.conn, f"SELECT * FROM {t} {where[t]} ORDER BY {ORDER[t]}",
+                                                 params[t]))
+                  for t in TABLES}
     except (sqlite3.Error, pd.errors.DatabaseError) as e:
         raise StoreError(f"cannot read {store.path}: {e}") from None
     finally:
         store.close()
-    for table, frame in (("runs", runs), ("epochs", epochs)):  # a store of an earlier actconv
-        for name, (_, earlier) in ADDED_COLUMNS[table].items():
-            if name not in frame:
-                frame[name] = float("nan") if earlier is None else earlier
-    return Results(runs, epochs, batches, diagnostics)
+    return Results(**frames, source=Path(out_dir) if skip_metrics else None, skipped=tuple(skip_metrics))
+
+
+READ_CHUNK = 250_000  # rows a read holds as Python tuples at once
+
+
+def read_frame(conn, sql: str, params=()) -> "pd.DataFrame":
+    """A query's rows as one `read_sql_query` gives them (values and dtypes), read a chunk at a time.
+
+    read_sql_query holds every row as a tuple of Python objects before it builds the frame:
+    for the batches and diagnostics tables that transient was most of the report's peak
+    memory (6 GB at 10,000 runs, for frames of 1.3 GB).
+    """
+    import pandas as pd
+    parts = list(pd.read_sql_query(sql, conn, params=params, chunksize=READ_CHUNK))
+    if len(parts) <= 1:
+        return parts[0] if parts else pd.read_sql_query(sql, conn, params=params)
+    frame = pd.concat(parts, ignore_index=True)
+    for c in frame.columns[frame.dtypes == object]:  # a chunk of NULLs only read as objects
+        filled = {p[c].dtype for p in parts if p[c].notna().any()}
+        if len(filled) == 1 or (filled and all(pd.api.types.is_numeric_dtype(d) for d in filled)):
+            kind = filled.pop()
+            frame[c] = pd.to_numeric(frame[c]) if pd.api.types.is_numeric_dtype(kind) else \
+                frame[c].astype(kind)
+    return frame
+
+
+def with_defaults(table: str, frame: "pd.DataFrame") -> "pd.DataFrame":
+    """A table of a store of an earlier actconv with the columns added since, at their value there."""
+    added = {**(DATA_COLUMNS if table == "runs" else {}), **ADDED_COLUMNS.get(table, {})}
+    for name, (_, earlier) in added.items():
+        if name not in frame:
+            frame[name] = float("nan") if earlier is None else earlier
+    return frame
+
+
+def select(out_dir, table: str, columns=None, **conditions) -> "pd.DataFrame":
+    """The rows of one table that match every condition, read from the store without loading the rest.
+
+    Args:
+        out_dir: the study's output directory.
+        table: runs, epochs, batches or diagnostics.
+        columns: the table's columns to return (default: all).
+        conditions: column=value, column=[values] (any of them) or column=None (missing);
+            a run setting the table lacks (lr, model, ...) is matched on the run's row in `runs`.
+    Returns:
+        A DataFrame in the order `load_results` gives.
+    """
+    import pandas as pd
+    if table not in TABLES:
+        raise ConfigError(f"unknown table {table!r}; choose from: {', '.join(TABLES)}")
+    store = Store(out_dir, create=False)
+    try:
+        have = [r[1] for r in store.conn.execute(f"PRAGMA table_info({table})")]
+        runs = [r[1] for r in store.conn.execute("PRAGMA table_info(runs)")]
+        for c in columns or ():
+            if c not in have:
+                raise ConfigError(f"{table} has no column {c!r}; choose from: {', '.join(have)}")
+        where, params = [], []
+        for key, value in conditions.items():
+            if key in have:
+                col = f"t.{key}"
+            elif key in runs:
+                col = f"r.{key}"
+            else:
+                raise ConfigError(f"no column {key!r} in {table} or runs; choose from: "
+                                  f"{', '.join(dict.fromkeys(have + runs))}")
+            if value is None:
+                where.append(f"{col} IS NULL")
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                values = [int(v) if isinstance(v, bool) else v for v in value]
+                where.append(f"{col} IN ({', '.join('?' * len(values))})" if values else "0")
+                params += values
+            else:
+                where.append(f"{col} = ?")
+                params.append(int(value) if isinstance(value, bool) else value)
+        join = " JOIN runs r ON r.run_id = t.run_id" if any(w.startswith("r.") for w in where) else ""
+        picked = ", ".join(f"t.{c}" for c in columns) if columns else "t.*"
+        order = ", ".join(f"t.{c.strip()}" for c in ORDER[table].split(","))
+        sql = (f"SELECT {picked} FROM {table} t{join}" + (f" WHERE {' AND '.join(where)}" if where else "")
+               + f" ORDER BY {order}")
+        frame = store.query(sql, params)
+    finally:
+        store.close()
+    return frame if columns else with_defaults(table, frame)
 
 
 def study_specs(out_dir) -> list[dict]:
