@@ -166,20 +166,21 @@ def _asked(outcome):
 def test_a_killed_search_resumes_with_the_same_trials_and_trains_only_the_rest(tmp_path, monkeypatch):
     whole = run_search(_study(), tmp_path / "whole", progress=False)
     assert whole.executed == 2 * 3 * 2 + 2 * 2  # 2 cells x 3 trials x 2 tune seeds; 2 confirmed x 2
-    writes, write = [], Store.write
+    stored, write_many = [], Store.write_many
 
-    def dies_after_7(self, result):  # the driver killed mid-batch: the 8th run is never stored
-        if len(writes) == 7:
+    def dies_mid_batch(self, results):  # the driver killed: once 5 runs are stored, no later unit is
+        if len(stored) >= 5:
             raise KeyboardInterrupt
-        writes.append(result.run_id)
-        write(self, result)
-    monkeypatch.setattr(Store, "write", dies_after_7)
+        write_many(self, results)  # the driver commits a unit's runs in one transaction
+        stored.extend(r.run_id for r in results)
+    monkeypatch.setattr(Store, "write_many", dies_mid_batch)
     with pytest.raises(KeyboardInterrupt):
         run_search(_study(), tmp_path / "killed", progress=False)
-    monkeypatch.setattr(Store, "write", write)
+    monkeypatch.setattr(Store, "write_many", write_many)
+    assert 5 <= len(stored) < 2 * 2 * 2  # within the second batch (each batch: 2 cells x 2 tune seeds)
     resumed = run_search(_study(), tmp_path / "killed", progress=False)
     assert _asked(resumed) == _asked(whole)
-    assert resumed.executed == whole.executed - 7 and resumed.skipped >= 7
+    assert resumed.executed == whole.executed - len(stored) and resumed.skipped >= len(stored)
     assert {c: t.params for c, t in resumed.best.items()} == {c: t.params for c, t in whole.best.items()}
     # a budget stops early without confirming; the longer search then asks the same first trials
     short = run_search(_study(), tmp_path / "short", max_trials=2, progress=False)
