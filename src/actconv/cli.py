@@ -101,6 +101,10 @@ def _add_run(sub):
     h.add_argument("--select", help="what a trial is scored on: val_loss (default, mean final) or val_accuracy")
     h.add_argument("--confirm-seeds", help="fresh seeds the chosen setting trains on, such as 101-130 "
                                            "(default: the study's seeds)")
+    h.add_argument("--search-reference", action=argparse.BooleanOptionalAction,
+                   help="also train every cell at the study's reference_lr (momentum and weight decay 0) on "
+                        "the confirm seeds, for the reference-lr views (default: off; adds one confirm set "
+                        "per cell)")
     e = p.add_argument_group("data and execution")
     e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10, "
                                      "npz:PATH (arrays x and y) or torchvision:NAME (CIFAR10, CIFAR100, SVHN, "
@@ -123,7 +127,7 @@ GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
               "diagnostics", "grad_every", "validation", "dataset", "device", "threads", "perturb",
               "replicas", "perturb_seeds", "search", "trials", "sampler", "tune_seeds", "confirm_seeds", "select",
-              "trial_batch"]
+              "trial_batch", "search_reference"]
 
 
 def study_from_args(args) -> config.StudySpec:
