@@ -72,7 +72,8 @@ def test_the_store_holds_one_reference_run_per_cell_and_confirm_seed(searched, c
     # resume-safe: the same search again trains nothing
     capsys.readouterr()
     assert main(["run", "--out", str(searched), *flags("--search-reference")]) == 0
-    assert "(0 executed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(0 executed" in printed and "3 cells at the reference setting (lr 0.1) on the same seeds" in printed
 
 
 def test_without_reference_no_reference_run_is_trained(tmp_path):

@@ -162,7 +162,9 @@ def cmd_run(args) -> int:
         n_cells = len({t.cell for t in outcome.trials})
         print(f"search: {n_cells} cells x {s.trials} trials ({s.sampler}) on seeds "
               f"{_seeds_text(s.tune_seeds)}; {len(outcome.best)} cells confirmed on seeds "
-              f"{_seeds_text(s.confirm_seeds)}")
+              f"{_seeds_text(s.confirm_seeds)}"
+              + (f"; {n_cells} cells at the reference setting (lr {study.reference_lr:g}) on the same seeds"
+                 if s.reference else ""))
         if len(outcome.best) < n_cells:
             print(f"actconv: {n_cells - len(outcome.best)} cell(s) had no trial that trained (each "
                   f"diverged or ended above its start): not confirmed; widen or move the range",
