@@ -101,6 +101,10 @@ def _add_run(sub):
     h.add_argument("--select", help="what a trial is scored on: val_loss (default, mean final) or val_accuracy")
     h.add_argument("--confirm-seeds", help="fresh seeds the chosen setting trains on, such as 101-130 "
                                            "(default: the study's seeds)")
+    h.add_argument("--search-reference", action=argparse.BooleanOptionalAction,
+                   help="also train every cell at the study's reference_lr (momentum and weight decay 0) on "
+                        "the confirm seeds, for the reference-lr views (default: off; adds one confirm set "
+                        "per cell)")
     e = p.add_argument_group("data and execution")
     e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10, "
                                      "npz:PATH (arrays x and y) or torchvision:NAME (CIFAR10, CIFAR100, SVHN, "
@@ -123,7 +127,7 @@ GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
               "diagnostics", "grad_every", "validation", "dataset", "device", "threads", "perturb",
               "replicas", "perturb_seeds", "search", "trials", "sampler", "tune_seeds", "confirm_seeds", "select",
-              "trial_batch"]
+              "trial_batch", "search_reference"]
 
 
 def study_from_args(args) -> config.StudySpec:
@@ -158,7 +162,9 @@ def cmd_run(args) -> int:
         n_cells = len({t.cell for t in outcome.trials})
         print(f"search: {n_cells} cells x {s.trials} trials ({s.sampler}) on seeds "
               f"{_seeds_text(s.tune_seeds)}; {len(outcome.best)} cells confirmed on seeds "
-              f"{_seeds_text(s.confirm_seeds)}")
+              f"{_seeds_text(s.confirm_seeds)}"
+              + (f"; {n_cells} cells at the reference setting (lr {study.reference_lr:g}) on the same seeds"
+                 if s.reference else ""))
         if len(outcome.best) < n_cells:
             print(f"actconv: {n_cells - len(outcome.best)} cell(s) had no trial that trained (each "
                   f"diverged or ended above its start): not confirmed; widen or move the range",

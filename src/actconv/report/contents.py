@@ -116,15 +116,22 @@ def question_tables(everything, results, t, th, search=None, focus_names=None) -
                     tuning.tune(per_run, axes, th.select, confidence=th.confidence),
                     confirm.grid_space(out["candidates"], axes))
                 view = focus.view(per_run, tuned_ids=tuning.tuned_runs(per_run, out["tuned"], axes))
-            out["reference_ranking"] = tuning.at_reference(per_run, dict(th.reference), axes=axes)
+            # After a search the reference view reads the confirm seeds too (the runs that
+            # `reference = true` trains), so the two rankings compare the same seeds.
+            ref_runs = per_run[per_run["seed"].isin(search.confirm_seeds)] if search else per_run
+            reference = search_reference(th, axes) if search else dict(th.reference)
+            out["reference_ranking"] = tuning.at_reference(ref_runs, reference, axes=axes)
             out["ranking_shift"] = tuning.ranking_shift(out["reference_ranking"], out["tuned"],
                                                         places=th.rank_places)
+            if search:
+                out["fairness"] = _r1_after_search(out["ranking_shift"], out["reference_ranking"],
+                                                   axes, th, reference, search.select)
             chance = 1.0 / n_classes_of(runs)
             tried = per_run[per_run["seed"].isin(search.tune_seeds)] if search else per_run  # every setting tried
             out["stability"] = tuning.stability(tried, out["tuned"], axes, chance=chance)
             out["tuning_axes"] = axes
             out["claims_reference_tuned"] = _claims_side_by_side(
-                results, per_run, out["tuned"], axes, th,
+                results, ref_runs, out["tuned"], axes, th, reference,
                 tuned_ids=dict(zip(view["run_id"], view["condition"])) if search else None)
         names = list(focus_names or focus.user_defined(finished))
         missing = [n for n in names if n not in set(per_run["activation"])]
@@ -156,7 +163,8 @@ def question_tables(everything, results, t, th, search=None, focus_names=None) -
 def _confirmed_tables(results, t, mapping: dict, th) -> dict:
     """After a search every test number reads the confirm runs at each cell's chosen setting
     (`mapping`: run_id -> condition): the summary, ranking, paired tests, the notebook's
-    findings, the claims in n and the learning curves, each n at its own setting."""
+    findings, the mechanisms, the papers' claims, the claims in n and the learning curves,
+    each n at its own setting."""
     out = {}
     if "per_run" in t:
         p = t["per_run"][t["per_run"]["run_id"].isin(set(mapping))]
@@ -169,19 +177,40 @@ def _confirmed_tables(results, t, mapping: dict, th) -> dict:
         if len(lc):
             out["learning_curves"], out["curve_runs"] = lc, p  # the figure draws the same runs
     view = _view(results, mapping)
-    for name, ids in (("findings", claims.ORIGINAL), ("samples", claims.SAMPLES)):
+    for name, ids in (("findings", claims.ORIGINAL), ("samples", claims.SAMPLES),
+                      ("mechanisms", claims.MECHANISMS), ("papers", claims.PAPERS)):
         out[name] = claims.evaluate(view, ids, th)
     return out
 
 
-def _claims_side_by_side(results, per_run, tuned, axes, th, tuned_ids=None) -> pd.DataFrame:
-    """The notebook's claims judged at the reference setting and with each activation at its
+def search_reference(th, axes) -> dict:
+    """The reference setting after a search: the study's reference lr, and no momentum and no
+    weight decay where those are searched (what `run_search` trains with `reference`)."""
+    return {**dict(th.reference), **{a: 0.0 for a in axes if a in ("momentum", "weight_decay")}}
+
+
+def _r1_after_search(shift, ref, axes, th, reference, select) -> pd.DataFrame:
+    """Claim r1 after a search: the reference runs against the confirmed runs, both on the
+    confirm seeds."""
+    claim = claims.common.REGISTRY["r1"]
+    if ref.empty:
+        verdicts = [claims.common.Verdict(
+            "r1", "all models", claims.common.INCONCLUSIVE,
+            f"the reference setting {reference} is not in the grid on the confirm seeds: run the "
+            f"search with reference = true (--search-reference)")]
+    else:
+        verdicts = claims.fairness.shift_verdicts(shift, axes, th, tuple(reference.items()), select)
+    return claims.common.verdict_table([(claim, v) for v in verdicts])
+
+
+def _claims_side_by_side(results, per_run, tuned, axes, th, reference, tuned_ids=None) -> pd.DataFrame:
+    """The notebook's claims judged at the `reference` setting and with each activation at its
     tuned value (`tuned_ids`: run_id -> condition, after a search the confirm runs), one row
     per (claim, scope)."""
     label = tuning.fixed_label(per_run, axes)
-    ref = tuning.at_reference(per_run, dict(th.reference), axes=axes)
+    ref = tuning.at_reference(per_run, reference, axes=axes)
     keep = per_run.assign(condition=label)
-    for a, v in th.reference:
+    for a, v in reference.items():
         keep = keep[np.isclose(keep[a].astype(float), float(v))] if a in keep else keep.iloc[0:0]
     views = {"reference": dict(zip(keep["run_id"], keep["condition"])) if len(ref) else {},
              "tuned": tuned_ids if tuned_ids is not None else tuning.tuned_runs(per_run, tuned, axes).to_dict()}

@@ -1,6 +1,7 @@
 """A study's search: per cell (model, activation, n_train and the settings not searched), the
 same budget of trials asked of Optuna, each trained on the tuning seeds through `run_study`
-and scored by its mean final validation loss; then each cell's best on the confirm seeds.
+and scored by its mean final validation loss; then each cell's best on the confirm seeds
+(and, with `reference`, each cell at the study's reference setting on the same seeds).
 
 Every trial is a set of ordinary runs with their own ids in the same store. Trials are asked
 in batches (every cell's trial k at once, so the executors get parallel work) and told in
@@ -133,7 +134,23 @@ def run_search(study: StudySpec, out_dir, *, max_trials: int | None = None, **ru
             grids = [_grid(c, search.confirm_seeds, t.params) for c, t in outcome.best.items()]
             if grids:
                 _train(_study(study, grids, True), out_dir, outcome, run_kwargs)
+            if search.reference:
+                _train(_study(study, reference_grids(study), False), out_dir, outcome, run_kwargs)
     return outcome
+
+
+def reference_setting(study: StudySpec) -> dict:
+    """The searched axes at the study's reference setting: the notebook's lr (reference_lr),
+    no momentum, no weight decay; an axis not searched keeps the grid's value."""
+    ref = {"lr": study.reference_lr, "momentum": 0.0, "weight_decay": 0.0}
+    return {a: ref[a] for a in study.search.axes}
+
+
+def reference_grids(study: StudySpec) -> list[Grid]:
+    """Every cell at the reference setting on the confirm seeds: ordinary runs, their own ids
+    (the same ids as a confirm run where a cell chose the reference setting)."""
+    params = reference_setting(study)
+    return [_grid(c, study.search.confirm_seeds, params) for c in cells(study)]
 
 
 def ask_and_tell(search: SearchSpec, todo: list, evaluate, n_trials: int) -> list[Trial]:

@@ -486,7 +486,8 @@ def _with_search(where: str, study: StudySpec, search) -> StudySpec:
         try:
             search = searching.build(where, study.name, space=search.space, trials=search.trials,
                                      sampler=search.sampler, tune_seeds=search.tune_seeds,
-                                     confirm_seeds=seeds, select=search.select, batch=search.batch)
+                                     confirm_seeds=seeds, select=search.select, batch=search.batch,
+                                     reference=search.reference)
         except ConfigError as e:
             raise ConfigError(f"{e} (confirm seeds default to the study's seeds: give fresh "
                               f"ones with --confirm-seeds)") from None
@@ -577,7 +578,7 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
                    hidden_units=None, activate_logits=None, dataset=None, device=None,
                    threads=None, perturb=None, replicas=None, perturb_seeds=None,
                    search=None, trials=None, sampler=None, tune_seeds=None, confirm_seeds=None,
-                   select=None, trial_batch=None, **train) -> StudySpec:
+                   select=None, trial_batch=None, search_reference=None, **train) -> StudySpec:
     """The study with command-line flags applied to every grid (None leaves a value alone)."""
     specs = dict(study.models)
     if models is not None:
@@ -629,7 +630,8 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
         raise ConfigError(f"threads must be 1 to {MAX_THREADS}, got {threads}")
     grids = tuple(dict.fromkeys(grids))
     study = _with_search("flags", replace(study, grids=grids), _search_flags(
-        study, search, trials, sampler, tune_seeds, confirm_seeds, select, trial_batch, seeds is not None))
+        study, search, trials, sampler, tune_seeds, confirm_seeds, select, trial_batch, seeds is not None,
+        search_reference))
     return replace(study, grids=grids, models=tuple(specs.items()), activation_defs=_used_defs(defs, grids),
                    dataset=dataset or study.dataset, data_fingerprint=data_fingerprint,
                    device=device or study.device, threads=threads or study.threads,
@@ -637,13 +639,14 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
 
 
 def _search_flags(study: StudySpec, space, trials, sampler, tune_seeds, confirm_seeds, select, batch,
-                  new_seeds):
+                  new_seeds, reference=None):
     """The study's search with the flags applied: --search replaces its space, the others
     one value each; a search flag without any search is an error."""
     old = study.search
     given = {k: v for k, v in (("--trials", trials), ("--sampler", sampler), ("--tune-seeds", tune_seeds),
                                ("--confirm-seeds", confirm_seeds), ("--select", select),
-                               ("--trial-batch", batch)) if v is not None}
+                               ("--trial-batch", batch), ("--search-reference", reference))
+             if v is not None}
     if not space and old is None:
         if given:
             raise ConfigError(f"{next(iter(given))} needs a search: add --search AXIS=RANGE "
@@ -658,7 +661,8 @@ def _search_flags(study: StudySpec, space, trials, sampler, tune_seeds, confirm_
         tune_seeds=tune_seeds if tune_seeds is not None else (old.tune_seeds if old else None),
         confirm_seeds=confirm_seeds if confirm_seeds is not None else keep_confirm,
         select=select or (old.select if old else None),
-        batch=batch if batch is not None else (old.batch if old else None))
+        batch=batch if batch is not None else (old.batch if old else None),
+        reference=reference if reference is not None else (old.reference if old else None))
 
 
 # Seconds per training sample per epoch on one thread of this project's 2-core reference

@@ -60,6 +60,11 @@ class SearchSpec:
     # ensemble unit (they differ only elementwise); for tpe it changes which trials are asked
     # (results reach the sampler a batch later), so it is part of the search.
     batch: int = 1
+    # Also train every cell at the study's reference setting (reference_lr, momentum and weight
+    # decay 0 on the searched axes) on the confirm seeds, so the reference-lr views compare like
+    # with like. Off by default: it adds one confirm set per cell (a third to a half more runs
+    # for the README's and seed-fair's budgets), and existing studies keep their cost.
+    reference: bool = False
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -155,7 +160,7 @@ def parse_seeds(value, where: str, key: str) -> tuple[int, ...]:
 
 
 def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune_seeds=None,
-          confirm_seeds=None, select=None, batch=None) -> SearchSpec:
+          confirm_seeds=None, select=None, batch=None, reference=None) -> SearchSpec:
     """A validated SearchSpec; `space` is a list of (axis, Range) (each axis once)."""
     axes = [a for a, _ in space]
     if not space:
@@ -175,21 +180,26 @@ def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune
     select = select or "val_loss"
     if select not in SELECT:
         raise ConfigError(f"{where}: unknown selection metric {select!r}; choose from: {', '.join(SELECT)}")
+    reference = False if reference is None else reference
+    if not isinstance(reference, bool):
+        raise ConfigError(f"{where}: reference must be true or false, got {reference!r}")
     tune = parse_seeds(tune_seeds, where, "tune_seeds") if tune_seeds is not None else DEFAULT_TUNE_SEEDS
     confirm = parse_seeds(confirm_seeds, where, "confirm_seeds") if confirm_seeds is not None else ()
     both = sorted(set(tune) & set(confirm))
     if both:
         raise ConfigError(f"{where}: confirm_seeds must be fresh seeds, disjoint from tune_seeds; "
                           f"both hold {', '.join(map(str, both[:5]))}")
-    return SearchSpec(tuple(space), trials, sampler, tune, confirm, sampler_seed(study_name), select, batch)
+    return SearchSpec(tuple(space), trials, sampler, tune, confirm, sampler_seed(study_name), select, batch,
+                      reference)
 
 
-SEARCH_KEYS = ("space", "trials", "sampler", "tune_seeds", "confirm_seeds", "select", "batch")
+SEARCH_KEYS = ("space", "trials", "sampler", "tune_seeds", "confirm_seeds", "select", "batch", "reference")
 
 
 def from_table(where: str, table, study_name: str) -> SearchSpec:
     """The `[search]` table of a study: space = {lr = "log(0.001, 1)", momentum = [0, 0.9]}
-    (or a list of "axis=range" strings), trials, sampler, tune_seeds, confirm_seeds, select, batch."""
+    (or a list of "axis=range" strings), trials, sampler, tune_seeds, confirm_seeds, select, batch,
+    reference."""
     where = f"{where} [search]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
@@ -206,11 +216,12 @@ def from_table(where: str, table, study_name: str) -> SearchSpec:
     return build(where, study_name, space=pairs, trials=table.get("trials"),
                  sampler=table.get("sampler"), tune_seeds=table.get("tune_seeds"),
                  confirm_seeds=table.get("confirm_seeds"), select=table.get("select"),
-                 batch=table.get("batch"))
+                 batch=table.get("batch"), reference=table.get("reference"))
 
 
 def from_dict(d: dict) -> SearchSpec:
     """A SearchSpec back from its `dataclasses.asdict` form (as a store's studies table keeps it)."""
     space = tuple((a, Range(r["kind"], r["low"], r["high"], tuple(r["values"]))) for a, r in d["space"])
     return SearchSpec(space, d["trials"], d["sampler"], tuple(d["tune_seeds"]),
-                      tuple(d["confirm_seeds"]), d["seed"], d.get("select", "val_loss"), d.get("batch", 1))
+                      tuple(d["confirm_seeds"]), d["seed"], d.get("select", "val_loss"), d.get("batch", 1),
+                      d.get("reference", False))

@@ -154,8 +154,12 @@ def evaluate(results, ids=None, thresholds: Thresholds | None = None) -> pd.Data
         One row per verdict: id, claim, scope, verdict (supported / not supported /
         inconclusive), evidence (a sentence), numbers (the sentence's figures as JSON).
     """
-    rows = [(v.claim_id, c.text, v.scope, v.verdict, v.evidence, _json(v.numbers))
-            for c, v in evaluate_verdicts(results, ids, thresholds)]
+    return verdict_table(evaluate_verdicts(results, ids, thresholds))
+
+
+def verdict_table(pairs) -> pd.DataFrame:
+    """`evaluate`'s table from (Claim, Verdict) pairs."""
+    rows = [(v.claim_id, c.text, v.scope, v.verdict, v.evidence, _json(v.numbers)) for c, v in pairs]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -28,13 +28,20 @@ def check_r1(results, t) -> list:
     if ref.empty:
         return [Verdict("r1", "all models", INCONCLUSIVE,
                         f"the reference setting {dict(t.reference)} is not in the grid")]
+    return shift_verdicts(tuning.ranking_shift(ref, tuned, places=t.rank_places), axes, t)
+
+
+def shift_verdicts(shift, axes, t, reference=None, select=None) -> list:
+    """r1's verdicts from a `tuning.ranking_shift` table (after a search: the reference runs
+    and the confirmed runs, on the same confirm seeds)."""
+    reference = tuple(reference or t.reference)
     out = []
-    for row in tuning.ranking_shift(ref, tuned, places=t.rank_places).itertuples(index=False):
+    for row in shift.itertuples(index=False):
         scope = f"{row.condition}, n={row.n_train}"
         numbers = dict(tau=row.kendall_tau, p=row.p, n_moved=row.n_moved,
                        n_activations=row.n_activations)
-        ev = (f"ranking by final test loss at {_setting(t.reference)} vs each activation at its "
-              f"best {', '.join(axes)} chosen on {t.select}: Kendall's tau {fmt(row.kendall_tau)} "
+        ev = (f"ranking by final test loss at {_setting(reference)} vs each activation at its "
+              f"best {', '.join(axes)} chosen on {select or t.select}: Kendall's tau {fmt(row.kendall_tau)} "
               f"over {row.n_activations} activations; moving {t.rank_places}+ places: "
               f"{row.moved or 'none'}")
         if row.n_activations < 3:
