@@ -88,6 +88,15 @@ def test_a_run_that_ends_above_its_start_is_worst():
     assert t["best_lr"].tolist() == [0.1]
 
 
+def test_a_cell_where_every_value_went_bad_has_a_note_and_no_choice():
+    # every run ends above its start: nothing may be chosen, and the table keeps its columns
+    runs, epochs = _tables([(_spec(a, s, lr), "done", 1.0, 2.0, 0.5, 0.5, 0.8)
+                            for a in ("relu", "tanh") for s in (1, 2) for lr in (0.1, 1.0)])
+    t = tuning.tune(tuning.final_metrics(runs, epochs))
+    assert t["note"].tolist() == ["every value diverged or ended above its start"] * 2
+    assert t[["best_lr", "test_loss", "rank"]].isna().all().all()
+
+
 def test_reference_ranking_and_its_shift():
     runs, epochs = _grid()
     per_run = tuning.final_metrics(runs, epochs)

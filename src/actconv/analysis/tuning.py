@@ -116,6 +116,10 @@ def tune(per_run: pd.DataFrame, axes=("lr",), select: str = "val_loss", *,
     out = pd.DataFrame(rows)
     if out.empty:
         return out
+    for c in [*(f"best_{a}" for a in axes), select, "test_loss", "test_loss_low", "test_loss_high",
+              "test_accuracy", "test_accuracy_low", "test_accuracy_high", "n_seeds"]:
+        if c not in out:  # every value of every cell went bad: the rows say so, the columns stay
+            out[c] = np.nan
     out["rank"] = out.groupby(["condition", "n_train"])["test_loss"].rank(method="min")
     return out
 
