@@ -200,11 +200,11 @@ def cmd_status(args) -> int:
 def cmd_presets(args) -> int:
     for name in config.preset_names():
         study = config.load_preset(name)
-        runs = study.runs()
+        runs = sum(count for _, count in config.planned(study))  # a search's trials and confirm runs
         minutes = config.estimate_seconds(study) / 60
         about = " ".join(study.description.split())
         about = about if len(about) <= 90 else about[:87] + "..."
-        print(f"{name:<15} {len(runs):>4} runs  ~{minutes:5.1f} min on one core  {about}")
+        print(f"{name:<15} {runs:>5} runs  ~{minutes:5.1f} min on one core  {about}")
     return 0
 
 
