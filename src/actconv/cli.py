@@ -158,7 +158,9 @@ def cmd_run(args) -> int:
         n_cells = len({t.cell for t in outcome.trials})
         print(f"search: {n_cells} cells x {s.trials} trials ({s.sampler}) on seeds "
               f"{_seeds_text(s.tune_seeds)}; {len(outcome.best)} cells confirmed on seeds "
-              f"{_seeds_text(s.confirm_seeds)}")
+              f"{_seeds_text(s.confirm_seeds)}" + "".join(
+                  f" (grid {i}: {_seeds_text(g.confirm_seeds)})"  # a grid's own confirm seeds
+                  for i, g in enumerate(study.grids, 1) if g.confirm_seeds))
         if len(outcome.best) < n_cells:
             print(f"actconv: {n_cells - len(outcome.best)} cell(s) had no trial that trained (each "
                   f"diverged or ended above its start): not confirmed; widen or move the range",
