@@ -31,6 +31,9 @@ PRESET_IDS = {"demo": (130, "48e3bdec043c34a6"), "elu-paper": (15, "2fa4b32133c8
               "cifar-small": (240, "f0e510f4431070cc"),  # added with issue 22, pinned from then on
               "gelu-paper": (40, "1fd10266399d441f"), "glorot-sigmoid": (15, "2f2fcf60826e642d"),
               "seed": (525, "a65daddadab7b4d5"), "smoke": (17, "6350bb416b49592c"),
+              # added with issue 20: a search preset's grid runs (its cells; the trials and confirm
+              # runs follow from the seeded sampler, tested in test_search.py), pinned from then on
+              "seed-fair": (273, "1d53d8973a19cd8f"),
               "snn-paper": (20, "d2a04269395c07e6")}
 SUBSETS = {(False, 42, 600): "9b194b5071a5f6e6", (False, 42, 2400): "9e2534b680429227",
            (False, 451, 600): "d2503fdcfcb3af1d", (False, 451, 2400): "481d07f4e29f8057",

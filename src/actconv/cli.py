@@ -162,7 +162,9 @@ def cmd_run(args) -> int:
         n_cells = len({t.cell for t in outcome.trials})
         print(f"search: {n_cells} cells x {s.trials} trials ({s.sampler}) on seeds "
               f"{_seeds_text(s.tune_seeds)}; {len(outcome.best)} cells confirmed on seeds "
-              f"{_seeds_text(s.confirm_seeds)}"
+              f"{_seeds_text(s.confirm_seeds)}" + "".join(
+                  f" (grid {i}: {_seeds_text(g.confirm_seeds)})"  # a grid's own confirm seeds
+                  for i, g in enumerate(study.grids, 1) if g.confirm_seeds)
               + (f"; {n_cells} cells at the reference setting (lr {study.reference_lr:g}) on the same seeds"
                  if s.reference else ""))
         if len(outcome.best) < n_cells:
@@ -206,11 +208,11 @@ def cmd_status(args) -> int:
 def cmd_presets(args) -> int:
     for name in config.preset_names():
         study = config.load_preset(name)
-        runs = study.runs()
+        runs = sum(count for _, count in config.planned(study))  # a search's trials and confirm runs
         minutes = config.estimate_seconds(study) / 60
         about = " ".join(study.description.split())
         about = about if len(about) <= 90 else about[:87] + "..."
-        print(f"{name:<15} {len(runs):>4} runs  ~{minutes:5.1f} min on one core  {about}")
+        print(f"{name:<15} {runs:>5} runs  ~{minutes:5.1f} min on one core  {about}")
     return 0
 
 

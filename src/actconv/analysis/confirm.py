@@ -108,7 +108,9 @@ def confirm_runs(per_run: pd.DataFrame, chosen: pd.DataFrame, search: SearchSpec
     """The confirm seeds' runs at each cell's chosen setting, with their `condition` label:
     the view every test number after a search reads."""
     axes = list(search.axes)
-    p = per_run[per_run["seed"].isin(search.confirm_seeds)]
+    # Every seed but the tuning seeds: a grid may confirm on its own seeds (seed-fair's TinyVGG
+    # on 10, the MLPs on 30), and every confirm seed is checked disjoint from the tuning seeds.
+    p = per_run[~per_run["seed"].isin(search.tune_seeds)]
     p = p.assign(condition=tuning.fixed_label(per_run, axes).loc[p.index])
     keep = np.zeros(len(p), dtype=bool)
     for row in chosen.dropna(subset=[f"best_{a}" for a in axes]).to_dict("records"):

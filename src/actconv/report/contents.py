@@ -118,7 +118,7 @@ def question_tables(everything, results, t, th, search=None, focus_names=None) -
                 view = focus.view(per_run, tuned_ids=tuning.tuned_runs(per_run, out["tuned"], axes))
             # After a search the reference view reads the confirm seeds too (the runs that
             # `reference = true` trains), so the two rankings compare the same seeds.
-            ref_runs = per_run[per_run["seed"].isin(search.confirm_seeds)] if search else per_run
+            ref_runs = per_run[~per_run["seed"].isin(search.tune_seeds)] if search else per_run  # a grid's own confirm seeds too
             reference = search_reference(th, axes) if search else dict(th.reference)
             out["reference_ranking"] = tuning.at_reference(ref_runs, reference, axes=axes)
             out["ranking_shift"] = tuning.ranking_shift(out["reference_ranking"], out["tuned"],

@@ -131,7 +131,7 @@ def run_search(study: StudySpec, out_dir, *, max_trials: int | None = None, **ru
         outcome.trials = ask_and_tell(search, cells(study), evaluate, n_trials)
         outcome.best = best_trials(outcome.trials)
         if n_trials == search.trials:
-            grids = [_grid(c, search.confirm_seeds, t.params) for c, t in outcome.best.items()]
+            grids = [_grid(c, _confirm_seeds(study, c), t.params) for c, t in outcome.best.items()]
             if grids:
                 _train(_study(study, grids, True), out_dir, outcome, run_kwargs)
             if search.reference:
@@ -150,7 +150,12 @@ def reference_grids(study: StudySpec) -> list[Grid]:
     """Every cell at the reference setting on the confirm seeds: ordinary runs, their own ids
     (the same ids as a confirm run where a cell chose the reference setting)."""
     params = reference_setting(study)
-    return [_grid(c, study.search.confirm_seeds, params) for c in cells(study)]
+    return [_grid(c, _confirm_seeds(study, c), params) for c in cells(study)]
+
+
+def _confirm_seeds(study: StudySpec, cell) -> tuple[int, ...]:
+    """A cell's confirm seeds: its grid's own (TinyVGG on 10 in seed-fair), else the search's."""
+    return study.confirm_seeds_of(cell.model, cell.activation, cell.n_train)
 
 
 def ask_and_tell(search: SearchSpec, todo: list, evaluate, n_trials: int) -> list[Trial]:

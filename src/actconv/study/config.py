@@ -151,6 +151,9 @@ class Grid:
     seeds: tuple[int, ...]
     n_train: tuple[int, ...]
     train: tuple[tuple[str, object], ...] = ()  # TRAIN_KEYS overrides, sorted; an AXES value may be a tuple
+    # A search study's confirm seeds for this grid's cells (empty: the [search] table's): a
+    # costly model may be confirmed on fewer fresh seeds than a cheap one, said where it is set.
+    confirm_seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,15 @@ class StudySpec:
                                         seen.add(sibling.run_id)
                                         out.append(sibling)
         return out
+
+    def confirm_seeds_of(self, model: str, activation: str, n_train: int) -> tuple[int, ...]:
+        """A search cell's confirm seeds: its first grid's own, else the search's."""
+        for g in self.grids:
+            if model in g.models and activation in g.activations and n_train in g.n_train:
+                if g.confirm_seeds:
+                    return g.confirm_seeds
+                break
+        return self.search.confirm_seeds if self.search else ()
 
     def siblings(self, spec: RunSpec) -> list[RunSpec]:
         """The perturbed siblings of one original run (none unless the study asks)."""
@@ -379,7 +391,9 @@ def _torchvision_dataset(where: str, name: str) -> str:
 
 def _grid(where: str, table: dict, defaults: dict, models: dict, defs: dict | None = None,
           base=None) -> Grid:
-    t = {**defaults, **_check_keys(where, table, GRID_KEYS)}
+    t = {**defaults, **_check_keys(where, table, {**GRID_KEYS, "confirm_seeds": object})}
+    confirm = (searching.parse_seeds(t["confirm_seeds"], where, "confirm_seeds")
+               if "confirm_seeds" in t else ())
     for key in ("models", "activations"):
         if any(not isinstance(v, str) for v in t.get(key) or []):
             raise ConfigError(f"{where}: {key} must be a list of names, got {_short(t[key])}")
@@ -401,7 +415,7 @@ def _grid(where: str, table: dict, defaults: dict, models: dict, defs: dict | No
     train = {k: v for k, v in t.items() if k in TRAIN_KEYS}
     _check_train(where, train)
     return Grid(tuple(names), tuple(activations), tuple(dict.fromkeys(seeds)),
-                tuple(dict.fromkeys(n_train)), tuple(sorted(train.items())))
+                tuple(dict.fromkeys(n_train)), tuple(sorted(train.items())), confirm)
 
 
 def _check_train(where: str, t: dict) -> None:
@@ -474,8 +488,17 @@ def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
 def _with_search(where: str, study: StudySpec, search) -> StudySpec:
     """The study with its search checked against its grids: every grid holds a validation
     split (trials are scored there, never on test); confirm seeds default to the grids' seeds."""
+    own = [i + 1 for i, g in enumerate(study.grids) if g.confirm_seeds]
     if search is None:
+        if own:
+            raise ConfigError(f"{where}: grid {own[0]} sets confirm_seeds, which only a search "
+                              f"uses: add a [search] table (or --search AXIS=RANGE)")
         return replace(study, search=None)
+    for i in own:
+        both = sorted(set(search.tune_seeds) & set(study.grids[i - 1].confirm_seeds))
+        if both:
+            raise ConfigError(f"{where}: grid {i}: confirm_seeds must be fresh seeds, disjoint from "
+                              f"tune_seeds; both hold {', '.join(map(str, both[:5]))}")
     no_val = [i + 1 for i, g in enumerate(study.grids)
               if not dict(g.train).get("validation", dict(study.train).get("validation", 0))]
     if no_val:
@@ -620,7 +643,8 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
             g_models, activations or g.activations,
             tuple(dict.fromkeys(seeds)) if seeds is not None else g.seeds,
             tuple(dict.fromkeys(n_train)) if n_train is not None else g.n_train,
-            tuple(sorted({**dict(g.train), **train}.items()))))
+            tuple(sorted({**dict(g.train), **train}.items())),
+            () if confirm_seeds is not None else g.confirm_seeds))  # the flag is every grid's
     data_fingerprint = study.data_fingerprint
     if dataset is not None:
         dataset, data_fingerprint = dataset_ref("", dataset)
@@ -677,19 +701,39 @@ COST_PER_IMAGE = {"resnet20": (4.1e-3, 1.25e-3), "timm:resnet10t": (2.2e-3, 0.77
 CIFAR_TEST = 10_000
 
 
+def planned(study: StudySpec) -> list[tuple[RunSpec, int]]:
+    """The runs a study trains, as (a representative run, how many runs it stands for). A grid
+    study: each run once. A search study: per cell, trials x tune seeds plus its confirm seeds
+    (and their perturbed siblings), whatever the grid's own seeds and searched values."""
+    if study.search is None:
+        return [(spec, 1) for spec in study.runs()]
+    s, out, seen = study.search, [], set()
+    for spec in study.runs():
+        if spec.perturb:
+            continue
+        cell = replace(spec, seed=0, **{a: 0.0 for a in s.axes})
+        if cell in seen:
+            continue
+        seen.add(cell)
+        confirm = study.confirm_seeds_of(spec.model, spec.activation, spec.n_train)
+        siblings = sum(len(study.siblings(replace(spec, seed=c))) for c in confirm)
+        out.append((spec, s.trials * len(s.tune_seeds) + len(confirm) + siblings))
+    return out
+
+
 def estimate_seconds(study: StudySpec) -> float:
     """A rough wall-time estimate for one worker."""
     total = 0.0
-    for spec in study.runs():
+    for spec, count in planned(study):
         m = spec.model_spec
         if m.kind in COST_PER_IMAGE:
             train, scored = COST_PER_IMAGE[m.kind]
-            total += (spec.n_train * spec.epochs * train
-                      + (spec.n_train + (spec.epochs + 1) * (CIFAR_TEST + spec.validation)) * scored)
+            total += count * (spec.n_train * spec.epochs * train
+                              + (spec.n_train + (spec.epochs + 1) * (CIFAR_TEST + spec.validation)) * scored)
             continue
         h = m.hidden_units
         params = 784 * h + (m.hidden_layers - 1) * h * h + 10 * h
         per = (COST_PER_SAMPLE["mlp"] * max(params, 50890) if m.kind == "mlp"
                else COST_PER_SAMPLE["tinyvgg"] * max(h, 8) ** 2)
-        total += per * spec.n_train * spec.epochs + 0.05
+        total += count * (per * spec.n_train * spec.epochs + 0.05)
     return total
