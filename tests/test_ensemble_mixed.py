@@ -10,10 +10,10 @@ from actconv.errors import ConfigError
 from actconv.run import queue
 from actconv.run.store import load_results
 from actconv.study import config
-from actconv.study import data as datasets
 from actconv.study.config import ModelSpec, RunSpec
 from actconv.train import ensemble
 from actconv.train.ensemble import train_ensemble
+from test_ensemble import poisoned  # one image made infinite in one seed's subset
 
 MLP = ModelSpec("mlp", hidden_units=24, activate_logits=False)
 SGD_SETTINGS = [(0.1, 0.0, 0.0), (0.03, 0.9, 1e-3), (0.3, 0.5, 0.0), (0.1, 0.0, 1e-2)]
@@ -57,15 +57,6 @@ def test_tinyvgg_members_with_their_own_settings_too(mnist5k):
                  n_train=64, epochs=1, validation=0)
     for spec, r in zip(unit, train_ensemble(unit, mnist5k)):
         assert_bitwise(r, train_ensemble([spec], mnist5k)[0])
-
-
-def poisoned(data, seed, others, n_train):
-    """The dataset with one pool image made infinite: in seed's subset, in none of the others'."""
-    subset = lambda s: set(datasets.subset_indices(data.train_y, s, n_train).tolist())  # noqa: E731
-    bad = min(subset(seed).difference(*map(subset, others)))
-    train_x = data.train_x.clone()
-    train_x[bad] = float("inf")
-    return replace(data, train_x=train_x)
 
 
 @pytest.mark.parametrize("optimizer,settings", [("sgd", SGD_SETTINGS[1:3]), ("adam", ADAM_SETTINGS[:2])])
