@@ -468,3 +468,53 @@ def test_cells_combine_by_three_in_four():
     assert original._majority(["supported"] * 3 + ["not supported"]) == "inconclusive"
     assert original._majority(["not supported"] * 2 + ["inconclusive"]) == "inconclusive"
     assert original._majority(["not supported"]) == "not supported"
+
+
+def test_batch_fit_of_many_runs_equals_polyfit_run_by_run():
+    rng = np.random.default_rng(3)
+    rows, starts = [], []
+    for r in range(40):
+        n = int(rng.integers(0, 30))
+        loss = 2 * np.exp(-np.arange(1, n + 1) / 10) + rng.normal(0, 0.05, n)
+        if r % 7 == 0 and n:
+            loss[int(rng.integers(0, n))] = np.nan  # a NaN batch is left out of the line
+        rows += [(f"r{r:02d}", "mlp", "relu", r, 64, 1, i + 1, v) for i, v in enumerate(loss)]
+        if r % 3:
+            starts.append((f"r{r:02d}", 0, 2.3 + rng.random()))
+    b = pd.DataFrame(rows, columns=["run_id", "model", "activation", "seed", "n_train", "epoch", "step", "loss"])
+    e = pd.DataFrame(starts, columns=["run_id", "epoch", "train_loss"])
+    fits = an.batch_fit(e, b).set_index("run_id")
+    start = e.set_index("run_id")["train_loss"]
+    for rid, g in b.groupby("run_id"):
+        x, y = g["step"].to_numpy(float), g["loss"].to_numpy(float)
+        if rid in start.index:
+            x, y = np.r_[0.0, x], np.r_[start[rid], y]
+        x, y = x[np.isfinite(y)], y[np.isfinite(y)]
+        assert fits.loc[rid, "n_points"] == len(x)
+        if len(x) < 2:
+            assert np.isnan(fits.loc[rid, "slope"]) and np.isnan(fits.loc[rid, "r2"])
+            continue
+        slope, intercept = np.polyfit(x, y, 1)
+        r2 = 1 - np.sum((y - slope * x - intercept) ** 2) / np.sum((y - y.mean()) ** 2)
+        assert fits.loc[rid, ["slope", "intercept", "r2"]].tolist() == pytest.approx([slope, intercept, r2],
+                                                                                     rel=1e-9)
+
+
+def test_running_baseline_is_nanmedian_of_each_window():
+    from actconv.analysis.stats import _running_baseline
+    rng = np.random.default_rng(4)
+    loss = np.abs(rng.standard_cauchy(120))
+    loss[[5, 40]] = np.inf  # an exploded batch is history too
+    loss[90:] = np.nan      # a diverged tail
+    base, mad = _running_baseline(loss, 20, 5)
+    for i in range(len(loss)):
+        h = loss[max(0, i - 20):i]
+        if (~np.isnan(h)).sum() < 5:
+            assert np.isnan(base[i]) and np.isnan(mad[i])
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(h)
+            dev = np.nanmedian(np.abs(h - med))
+        assert base[i] == med or (np.isnan(base[i]) and np.isnan(med))
+        assert mad[i] == max(dev, 0.01 * abs(med)) or (np.isnan(mad[i]) and np.isnan(dev))

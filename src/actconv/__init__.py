@@ -16,7 +16,7 @@ _EXPORTS = {
     "StudySpec": "study.config", "load_preset": "study.config", "load_study": "study.config",
     "with_overrides": "study.config", "run_study": "run.queue", "Results": "run.store",
     "RunResult": "train.result", "load_results": "run.store", "train_run": "train.loop",
-    "Store": "run.store", "select": "run.store",
+    "Store": "run.store", "select": "run.store", "stored_results": "run.store",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -13,6 +13,8 @@ import json
 
 import pandas as pd
 
+from . import tables
+
 # The axes an analysis table already carries in its own columns, and the seed that a
 # condition is replicated over: never part of a label.
 OWN_COLUMNS = ("model", "activation", "seed", "n_train")
@@ -94,9 +96,7 @@ def separate_conditions(results):
         return results
 
     def relabel(table):
-        if table.empty or "model" not in table or "run_id" not in table:
-            return table
-        return table.assign(model=table["run_id"].map(by_run).fillna(table["model"]))
+        return tables.relabel(table, by_run)
 
     new_runs = relabel(runs)
     if "model_name" not in new_runs:

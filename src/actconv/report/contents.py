@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import stats as analysis, claims, confirm, focus, learning, robustness, tuning
+from ..analysis.tables import has_rows, only, relabel
 from ..run.store import n_classes_of
 from . import answers
 
@@ -27,23 +28,27 @@ def curve_tables(results, epochs, spike_k, spike_window, threshold) -> dict:
     status = runs.set_index("run_id")["status"] if len(runs) else pd.Series(dtype=str)
     done = status.index[status == "done"]
     finished = status.index[status.isin(["done", "diverged"])]
-    batches = results.batches[results.batches["run_id"].isin(done)]
+    # The batches may be rows left in the store: each per-run analysis reads them a chunk of
+    # runs at a time, and the figures read the few runs they draw.
+    batches = only(results.batches, done)
     # Batch figures also show diverged runs: their explosion is what a reader looks for.
-    spiky = results.batches[results.batches["run_id"].isin(finished)]
+    spiky = only(results.batches, finished)
     t = {"epochs": epochs, "batches": batches, "finished_batches": spiky}
-    if len(spiky):  # once for the batch figures (diverged runs too) and the done runs' table
-        t["finished_fits"] = analysis.batch_fit(results.epochs, spiky)
+    if has_rows(spiky):  # stored rows: one pass over them for all three analyses
+        analysis.batch_analyses(spiky, results.epochs, threshold=threshold, k=spike_k, window=spike_window)
+    if has_rows(spiky):  # once for the batch figures (diverged runs too) and the done runs' table
+        t["finished_fits"] = analysis.batch_fits(results.epochs, spiky)
     if len(epochs):
-        t["per_run"] = analysis.run_metrics(epochs, batches if len(batches) else None,
+        t["per_run"] = analysis.run_metrics(epochs, batches if has_rows(batches) else None,
                                             threshold=threshold)
         t["fits"] = analysis.epoch_fits(epochs)
         t["curves"] = analysis.curve_intervals(epochs, ["train_loss", "test_loss", "train_accuracy",
                                                         "test_accuracy"])
-    if len(batches):
+    if has_rows(batches):
         fits = t["finished_fits"]
         t["batch_fits"] = fits[fits["run_id"].isin(done)].reset_index(drop=True)
-    t["spikes"] = (analysis.detect_spikes(spiky, results.epochs, k=spike_k, window=spike_window)
-                   if len(spiky) else pd.DataFrame(columns=analysis.SPIKE_COLUMNS))
+    t["spikes"] = (analysis.spikes(spiky, results.epochs, k=spike_k, window=spike_window)
+                   if has_rows(spiky) else pd.DataFrame(columns=analysis.SPIKE_COLUMNS))
     return t
 
 
@@ -235,8 +240,7 @@ def _view(results, mapping: dict):
     ids = set(mapping)
 
     def keep(table):
-        table = table[table["run_id"].isin(ids)]
-        return table.assign(model=table["run_id"].map(mapping)) if "model" in table else table
+        return relabel(only(table, ids), mapping)
 
     return dataclasses.replace(results, runs=keep(results.runs), epochs=keep(results.epochs),
                                batches=keep(results.batches), diagnostics=keep(results.diagnostics))

@@ -6,7 +6,8 @@ from typing import Callable
 
 import pandas as pd
 
-from ..analysis.tables import flag
+from ..analysis import diagnostics
+from ..analysis.tables import flag, only, rows, run_keys
 from ..study import metrics
 from ..study.activations import BOUNDED_RANGE, FAMILIES, use_stored_activations
 from . import figures as plots
@@ -25,16 +26,17 @@ def curve_figures(results, t) -> list:
     """A FigureJob for everything the data allows."""
     out = []
     epochs, batches = t["epochs"], t["finished_batches"]
-    start = (results.epochs[results.epochs["run_id"].isin(batches["run_id"].unique())]
-             if len(batches) else epochs)
-    if epochs.empty and batches.empty:
+    # The runs that have batch rows (their keys): the figures read only the rows they draw.
+    keys = run_keys(batches, results.runs)
+    start = results.epochs[results.epochs["run_id"].isin(keys["run_id"])] if len(keys) else epochs
+    if epochs.empty and keys.empty:
         return out
     models = sorted(epochs["model"].unique())
     logits = _activated_logits(results.runs)
     ci = t.get("curves")
-    for model in sorted(set(epochs["model"]) | set(batches["model"])):
+    for model in sorted(set(epochs["model"]) | set(keys["model"])):
         e = epochs[epochs["model"] == model]
-        b = batches[batches["model"] == model]
+        b = keys[keys["model"] == model]
         in_e, in_b = set(e["activation"].unique()), set(b["activation"].unique())
         known = {a for members in FAMILIES.values() for a in members}
         own = sorted((in_e | in_b) - known)  # parametric spellings and a user's activations
@@ -47,7 +49,7 @@ def curve_figures(results, t) -> list:
                                      f"{model}, {name}: batch loss against batch update with the "
                                      f"least-squares line through it (epoch-0 loss at update 0), as the "
                                      f"original drew it; one seed, diverged runs included.",
-                                     partial(plots.family_batch_losses, _one_seed(b, in_batches), start,
+                                     partial(plots.family_batch_losses, _one_seed(batches, b, in_batches), start,
                                              in_batches, model=model,
                                              fits=t["finished_fits"])))
             if not present:
@@ -68,14 +70,13 @@ def curve_figures(results, t) -> list:
                              f"{model}: epoch losses and their least-squares lines, one row per "
                              f"training-set size (slopes in the fits table).",
                              partial(plots.epoch_regression, e, t["fits"], model=model)))
-    if len(batches):
-        for model in sorted(batches["model"].unique()):
-            n, seed, note = _dynamics_run(batches, t["spikes"], model)
+    if len(keys):
+        for model in sorted(keys["model"].unique()):
+            n, seed, note = _dynamics_run(keys, t["spikes"], model)
+            shown = keys[(keys["model"] == model) & (keys["n_train"] == n) & (keys["seed"] == seed)]
             out.append(FigureJob("Batch-loss dynamics and spikes", f"{model}-dynamics",
                                  f"{model}: batch loss of {note}, whole run and first epoch; spikes marked.",
-                                 partial(plots.batch_dynamics, batches[(batches["model"] == model)
-                                                                       & (batches["n_train"] == n)
-                                                                       & (batches["seed"] == seed)],
+                                 partial(plots.batch_dynamics, rows(only(batches, shown["run_id"])),
                                          t["spikes"], model=model, n_train=n, seed=seed)))
     for model in models:
         out.append(FigureJob("Final and starting losses", f"{model}-heatmap",
@@ -88,11 +89,12 @@ def curve_figures(results, t) -> list:
     return out
 
 
-def _one_seed(batches, activations):
+def _one_seed(batches, keys, activations):
     """The rows a family's batch figure draws (its activations at their smallest seed, as it
-    picks): a worker is handed one run per curve, not every seed's batches."""
-    b = batches[batches["activation"].isin(activations)]
-    return b[b["seed"] == b["seed"].min()] if len(b) else b
+    picks; `keys`: one model's runs with batch rows): a worker is handed one run per curve,
+    not every seed's batches."""
+    k = keys[keys["activation"].isin(activations)]
+    return rows(only(batches, k.loc[k["seed"] == k["seed"].min(), "run_id"] if len(k) else []))
 
 
 TUNING = "Learning-rate sensitivity"
@@ -145,23 +147,25 @@ def diagnostics_figures(results, epochs) -> list:
         out.append(FigureJob(DYNAMICS, "logit-floor", "Bounded activations on the logits (left) cannot go "
                              "below the floor their logit range allows; with linear logits (right) they can.",
                              partial(plots.logit_floor_curves, epochs, runs)))
-    diag = results.diagnostics[results.diagnostics["run_id"].isin(runs["run_id"])]
-    for model in sorted(runs.loc[runs["run_id"].isin(diag["run_id"].unique()), "model"].unique()):
-        r = runs[(runs["model"] == model) & runs["run_id"].isin(diag["run_id"].unique())]
+    diag = only(results.diagnostics, runs["run_id"])
+    measured = set(run_keys(diag, runs)["run_id"])
+    for model in sorted(runs.loc[runs["run_id"].isin(measured), "model"].unique()):
+        r = runs[(runs["model"] == model) & runs["run_id"].isin(measured)]
         n = int(r["n_train"].max())
-        # Each worker gets the rows of its own figure: one model and size, or one run.
-        d = diag[diag["run_id"].isin(r.loc[r["n_train"] == n, "run_id"])]
+        # Each worker gets the aggregates of its own figure (one model and size), or one run.
+        summary = diagnostics.layer_summary(diag, r[r["n_train"] == n])
+        d = None
         out.append(FigureJob(DYNAMICS, f"{model}-layer-stats", f"{model}, {n} images: activation mean ± "
                              f"standard deviation per hidden layer on the {metrics.PROBE_SIZE['mlp']}-image "
                              f"probe batch ({metrics.PROBE_SIZE['tinyvgg']} for TinyVGG) after each epoch, "
                              f"averaged over seeds, as Glorot & Bengio plotted them.",
-                             partial(plots.layer_activation_stats, d, r, model=model, n_train=n)))
+                             partial(plots.layer_activation_stats, d, r, model=model, n_train=n, summary=summary)))
         out.append(FigureJob(DYNAMICS, f"{model}-gradients", f"{model}, {n} images: weight-gradient norm "
                              f"per layer (log axis) and the first/last layer ratio, median over seeds.",
-                             partial(plots.gradient_norms, d, r, model=model, n_train=n)))
+                             partial(plots.gradient_norms, d, r, model=model, n_train=n, summary=summary)))
         out.append(FigureJob(DYNAMICS, f"{model}-saturation", f"{model}, {n} images: saturated entries and "
                              f"dead units per activation.",
-                             partial(plots.saturation_dead_units, d, r, model=model, n_train=n)))
+                             partial(plots.saturation_dead_units, d, r, model=model, n_train=n, summary=summary)))
         pick = r[r["n_train"] == n].sort_values("seed")
         pick = pick[pick["activation"] == "sigmoid"] if pick["activation"].eq("sigmoid").any() else pick
         run = pick.iloc[0]

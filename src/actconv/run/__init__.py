@@ -3,7 +3,8 @@
 `run_study`, then confirmation on fresh seeds (`search`), the backends of one shape (`serial`, `pool`, `ray_tasks`),
 what running one unit needs wherever it runs (`execution`), what the pool's fork server
 imports once (`worker`), re-execution against the store (`verify`) and the SQLite store
-itself (`store`), which the driver alone writes.
+itself (`store`), which the driver alone writes, with the rows a report leaves in it and reads
+a selection at a time (`rows`, handed out by `store.stored_results`).
 
 May import `actconv.study`, `actconv.train` and `actconv.errors`. The analysis and the
 report read the store's tables through `actconv.run.store` and nothing else of this layer.

@@ -86,7 +86,8 @@ def chance_accuracy(n_classes: int) -> float:
 
 @dataclass
 class Results:
-    """The long tables of one output directory."""
+    """The long tables of one output directory: every one a DataFrame (`load_results`), or
+    batches and diagnostics left in the store as `rows.StoredRows` (`stored_results`)."""
     runs: "pd.DataFrame"
     epochs: "pd.DataFrame"
     batches: "pd.DataFrame"
@@ -408,18 +409,50 @@ def load_results(out_dir, skip_metrics=()) -> Results:
     return Results(**frames, source=Path(out_dir) if skip_metrics else None, skipped=tuple(skip_metrics))
 
 
+def stored_results(out_dir, skip_metrics=()) -> Results:
+    """`runs` and `epochs` as DataFrames, `batches` and `diagnostics` left in the store as
+    `StoredRows` (read a selection at a time): what the report computes with, in memory
+    that follows its selections rather than the store's size."""
+    import pandas as pd
+    from .rows import StoredRows
+    store = Store(out_dir, create=False)
+    try:
+        frames = {t: with_defaults(t, read_frame(store.conn, f"SELECT * FROM {t} ORDER BY {ORDER[t]}",
+                                                 shared_text=True))
+                  for t in ("runs", "epochs")}
+    except (sqlite3.Error, pd.errors.DatabaseError) as e:
+        raise StoreError(f"cannot read {store.path}: {e}") from None
+    finally:
+        store.close()
+    lazy = {t: StoredRows(store_path(out_dir), t, ORDER[t], _read_rows,
+                          skip=tuple(skip_metrics) if t == "diagnostics" else ())
+            for t in ("batches", "diagnostics")}
+    return Results(**frames, **lazy, source=Path(out_dir), skipped=tuple(skip_metrics))
+
+
+def _read_rows(conn, table: str, sql: str, params, whole: bool) -> "pd.DataFrame":
+    """StoredRows' reader: a query's rows as `load_results` gives them (`whole`: every column,
+    with the columns added since an earlier store at their value there)."""
+    frame = read_frame(conn, sql, params, shared_text=True)
+    return with_defaults(table, frame) if whole else frame
+
+
 READ_CHUNK = 250_000  # rows a read holds as Python tuples at once
 
 
-def read_frame(conn, sql: str, params=()) -> "pd.DataFrame":
+def read_frame(conn, sql: str, params=(), shared_text: bool = False) -> "pd.DataFrame":
     """A query's rows as one `read_sql_query` gives them (values and dtypes), read a chunk at a time.
 
     read_sql_query holds every row as a tuple of Python objects before it builds the frame:
     for the batches and diagnostics tables that transient was most of the report's peak
-    memory (6 GB at 10,000 runs, for frames of 1.3 GB).
+    memory (6 GB at 10,000 runs, for frames of 1.3 GB). With `shared_text` equal strings of
+    a chunk are one object (SQLite hands out a new one per row: a run id, a layer and a
+    metric name cost some 70 bytes each in every row, a shared one 8).
     """
     import pandas as pd
     parts = list(pd.read_sql_query(sql, conn, params=params, chunksize=READ_CHUNK))
+    if shared_text:
+        parts = [_shared_text(p) for p in parts]
     if len(parts) <= 1:
         return parts[0] if parts else pd.read_sql_query(sql, conn, params=params)
     frame = pd.concat(parts, ignore_index=True)
@@ -429,6 +462,18 @@ def read_frame(conn, sql: str, params=()) -> "pd.DataFrame":
             kind = filled.pop()
             frame[c] = pd.to_numeric(frame[c]) if pd.api.types.is_numeric_dtype(kind) else \
                 frame[c].astype(kind)
+    return frame
+
+
+def _shared_text(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """The frame with each text column's equal values one object (the same values)."""
+    import numpy as np
+    for c in frame.columns[frame.dtypes == object]:
+        values = frame[c].to_numpy()
+        codes, uniques = frame[c].factorize()
+        shared = uniques.to_numpy(dtype=object)[np.maximum(codes, 0)] if len(uniques) else values.copy()
+        shared[codes < 0] = values[codes < 0]  # NULLs stay as read
+        frame[c] = shared
     return frame
 
 

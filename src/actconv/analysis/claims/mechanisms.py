@@ -10,7 +10,7 @@ import pandas as pd
 from ...run.store import n_classes_of
 from ...study import activations as acts
 from ..diagnostics import OUTPUT, SATURATION, is_hidden, probe_table, self_normalisation, with_runs
-from ..tables import RUN_KEYS, flag, fmt, need
+from ..tables import RUN_KEYS, flag, fmt, has_rows, need, only, rows
 from .common import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Verdict, bounding_floor, is_flat, pinned,
                      register)
 
@@ -23,7 +23,7 @@ def _done(results):
     need(runs, "runs", RUN_KEYS + ["status", "model_kind", "activate_logits"])
     runs = runs[runs["status"] == "done"]
     falls = _falls(results.epochs[results.epochs["run_id"].isin(runs["run_id"])])
-    diag = results.diagnostics[results.diagnostics["run_id"].isin(runs["run_id"])]
+    diag = only(results.diagnostics, runs["run_id"])  # rows left in the store stay there until read
     return runs, falls, diag
 
 
@@ -68,19 +68,11 @@ def _m1(runs, falls, diag, t):
             f"{'flat' if flat else 'not flat'}, flat means below {t.flat_share:.0%})")
     numbers = dict(sigmoid_fall=fall["sigmoid"], others_median_fall=others.median(),
                    n_others=len(others), fall_share=share, flat_share=t.flat_share)
-    d = diag[diag["run_id"].isin(runs["run_id"])]
     sig_ids = runs.loc[runs["activation"] == "sigmoid", "run_id"]
-    if not d["run_id"].isin(sig_ids).any():
+    if not has_rows(only(diag, sig_ids)):
         return INCONCLUSIVE, (head + "; no diagnostics for the sigmoid runs, so saturation and "
                               "gradients were not measured: run the study with --diagnostics"), numbers
-    p = probe_table(d, runs, metrics=("saturated",))
-    p = p[p["epoch"] >= 1]
-    hidden = p[is_hidden(p["layer"])]
-    sat = hidden.groupby(["activation", "seed", "layer"])["saturated"].mean()  # over epochs
-    sat = sat.groupby(["activation", "seed"]).max().groupby("activation").mean()  # worst layer, seeds
-    out_sat = p[p["layer"] == OUTPUT].groupby("activation")["saturated"].mean()
-    ratio = (with_runs(d[d["metric"] == "grad_ratio"], runs)
-             .groupby(["activation", "seed"])["value"].median().groupby("activation").median())
+    sat, out_sat, ratio = _m1_measures(diag, runs)
     sig_sat = sat.get("sigmoid", np.nan)
     sig_ratio = ratio.get("sigmoid", np.nan)
     other_ratio = ratio.drop("sigmoid", errors="ignore").median()
@@ -106,7 +98,8 @@ def _m1(runs, falls, diag, t):
         why = " and ".join(w for w, on in (("saturated units", saturating),
                                            ("vanishing gradients", vanishing)) if on)
         return SUPPORTED, ev + f". The flat loss comes with measured {why}", numbers
-    means = probe_table(d, runs[runs["activation"] == "sigmoid"], metrics=("act_mean",))
+    means = probe_table(rows(only(diag, sig_ids), metrics=("act_mean",)), runs[runs["activation"] == "sigmoid"],
+                        metrics=("act_mean",))
     means = means.loc[is_hidden(means["layer"]), "act_mean"].mean()
     numbers["sigmoid_hidden_mean"] = means
     return NOT_SUPPORTED, ev + (
@@ -114,6 +107,29 @@ def _m1(runs, falls, diag, t):
         + ("; the sigmoid on the logits bounds the loss instead (m2)" if logits else "")
         + f"; what is measured: sigmoid's hidden activations average {fmt(means)} (not centred "
         "on 0) and its derivative never exceeds 0.25, which slows SGD without any saturation"), numbers
+
+
+def _m1_measures(diag, runs: pd.DataFrame):
+    """Per activation: saturated share of the worst hidden layer (mean over epochs 1..end, then
+    over seeds), saturated share of the output layer, and the median over seeds of each seed's
+    median first/last gradient-norm ratio. Read one activation's runs at a time (rows left
+    in the store: memory follows one activation, not the study)."""
+    sat, out_sat, ratio = {}, {}, {}
+    for act, r in runs.groupby("activation", sort=True):
+        d = rows(only(diag, r["run_id"]), metrics=("saturated", "grad_ratio"))
+        p = probe_table(d, r, metrics=("saturated",))
+        p = p[p["epoch"] >= 1]
+        hidden = p[is_hidden(p["layer"])]
+        worst = hidden.groupby(["seed", "layer"])["saturated"].mean().groupby("seed").max()  # over epochs
+        if len(worst):
+            sat[act] = worst.mean()
+        out = p.loc[p["layer"] == OUTPUT, "saturated"]
+        if len(out):
+            out_sat[act] = out.mean()
+        g = with_runs(d[d["metric"] == "grad_ratio"], r)
+        if len(g):
+            ratio[act] = g.groupby("seed")["value"].median().median()
+    return (pd.Series(sat, dtype=float), pd.Series(out_sat, dtype=float), pd.Series(ratio, dtype=float))
 
 
 # -- m2: the logit floor ------------------------------------------------------------------------
@@ -193,7 +209,9 @@ def check_m3(results, t) -> list:
 
 def self_normalises(runs: pd.DataFrame, diag: pd.DataFrame, t):
     """(verdict, evidence, numbers): do the SELU runs' hidden layers stay near mean 0, variance 1?"""
-    sn = self_normalisation(diag, runs, mean_tol=t.mean_tol, var_band=t.var_band)
+    selu = runs.loc[runs["activation"] == "selu", "run_id"]
+    sn = self_normalisation(rows(only(diag, selu), metrics=("act_mean", "act_std")), runs,
+                            mean_tol=t.mean_tol, var_band=t.var_band)
     if sn.empty:
         return INCONCLUSIVE, ("no diagnostics for the SELU runs, so activation statistics were not "
                               "measured: run the study with --diagnostics"), {}

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ...study.config import load_preset
 from ..diagnostics import hidden_layers, is_hidden, loss_roughness, probe_table, roughness_by_level
-from ..tables import RUN_KEYS, flag, fmt, need
+from ..tables import RUN_KEYS, flag, fmt, need, only, rows
 from .common import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Verdict, register, vote
 from .mechanisms import self_normalises
 
@@ -121,7 +121,8 @@ def _elu_centred(results, t, claim_id):
     runs = _study_runs(results, "elu-paper")
     if not _present(results, "elu-paper"):
         return []
-    p = probe_table(results.diagnostics, runs, metrics=("unit_mean_median",))
+    p = probe_table(rows(only(results.diagnostics, runs["run_id"]), metrics=("unit_mean_median",)), runs,
+                    metrics=("unit_mean_median",))
     p = p[(p["epoch"] >= 1) & is_hidden(p["layer"])]
     if p.empty:
         return [Verdict(claim_id, "all seeds", INCONCLUSIVE,
@@ -140,7 +141,8 @@ def _glorot_top_layer(results, t, claim_id):
     runs = _study_runs(results, "glorot-sigmoid")
     if not _present(results, "glorot-sigmoid"):
         return []
-    p = probe_table(results.diagnostics, runs, metrics=("act_mean", "act_std"))
+    p = probe_table(rows(only(results.diagnostics, runs["run_id"]), metrics=("act_mean", "act_std")), runs,
+                    metrics=("act_mean", "act_std"))
     p = p[is_hidden(p["layer"])]
     sig = p[p["activation"] == "sigmoid"]
     if sig.empty:
@@ -204,7 +206,7 @@ def _snn_smoother(results, t, claim_id):
     if not _present(results, "snn-paper"):
         return []
     selu, bn = _snn_runs(results)
-    b = results.batches[results.batches["run_id"].isin(pd.concat([selu, bn])["run_id"])]
+    b = rows(only(results.batches, pd.concat([selu, bn])["run_id"]))
     whole = loss_roughness(b).set_index("run_id")
     banded = roughness_by_level(b)
     method = ("step-to-step change of the batch loss relative to its running median, compared where "
@@ -249,7 +251,7 @@ def _snn_normalises(results, t, claim_id):
         return []
     selu, _ = _snn_runs(results)
     return [Verdict(claim_id, model, *self_normalises(
-        g, results.diagnostics[results.diagnostics["run_id"].isin(g["run_id"])], t))
+        g, only(results.diagnostics, g["run_id"]), t))
             for model, g in selu.groupby("model")]
 
 

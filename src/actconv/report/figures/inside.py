@@ -68,8 +68,8 @@ def _default_n(table: pd.DataFrame, n_train):
     return int(table["n_train"].max())
 
 
-def layer_activation_stats(diag: pd.DataFrame, runs: pd.DataFrame, *, model: str,
-                           n_train: int | None = None, activations=None) -> Figure:
+def layer_activation_stats(diag: pd.DataFrame | None, runs: pd.DataFrame, *, model: str,
+                           n_train: int | None = None, activations=None, summary=None) -> Figure:
     """Glorot & Bengio's figure: per hidden layer, activation mean (line) +/- standard deviation
     (bars) on the probe batch after each epoch, one panel per activation, averaged over seeds.
 
@@ -79,8 +79,8 @@ def layer_activation_stats(diag: pd.DataFrame, runs: pd.DataFrame, *, model: str
     r = runs[runs["model"] == model]
     n_train = _default_n(r, n_train)
     r = r[r["n_train"] == n_train]
-    mean = diagnostics.layer_curves(diag, r, "act_mean")
-    std = diagnostics.layer_curves(diag, r, "act_std")
+    summary = summary or diagnostics.layer_summary(diag, r)  # given: the aggregates of these runs
+    mean, std = summary["act_mean"], summary["act_std"]
     acts_ = _order(mean, activations)
     fig, axes = _panels(len(acts_), width=4.0, height=3.0)
     for ax, act in zip(axes, acts_):
@@ -159,8 +159,8 @@ def preact_histograms(diag: pd.DataFrame, runs: pd.DataFrame, run_id: str,
     return fig
 
 
-def gradient_norms(diag: pd.DataFrame, runs: pd.DataFrame, *, model: str,
-                   n_train: int | None = None, activations=None) -> Figure:
+def gradient_norms(diag: pd.DataFrame | None, runs: pd.DataFrame, *, model: str,
+                   n_train: int | None = None, activations=None, summary=None) -> Figure:
     """Each weight layer's gradient norm against step (log axis), median over seeds, and the
     first/last layer ratio: gradients that vanish towards the input show in the last panel.
 
@@ -169,8 +169,7 @@ def gradient_norms(diag: pd.DataFrame, runs: pd.DataFrame, *, model: str,
     r = runs[runs["model"] == model]
     n_train = _default_n(r, n_train)
     r = r[r["n_train"] == n_train]
-    g = pd.concat([diagnostics.gradient_curves(diag, r, "grad_norm"),
-                   diagnostics.gradient_curves(diag, r, "grad_ratio")])
+    g = (summary or diagnostics.layer_summary(diag, r))["gradients"]
     layers = sorted(g["layer"].unique(), key=diagnostics.layer_order) if len(g) else []
     acts_ = _order(g, activations)
     fig, axes = _panels(len(layers), width=4.0, height=2.8)
@@ -196,8 +195,8 @@ def gradient_norms(diag: pd.DataFrame, runs: pd.DataFrame, *, model: str,
     return fig
 
 
-def saturation_dead_units(diag: pd.DataFrame, runs: pd.DataFrame, *, model: str,
-                   n_train: int | None = None, activations=None) -> Figure:
+def saturation_dead_units(diag: pd.DataFrame | None, runs: pd.DataFrame, *, model: str,
+                          n_train: int | None = None, activations=None, summary=None) -> Figure:
     """Saturated entries and dead units per activation, mean over hidden layers and seeds:
     bars after the last epoch, ○ before training, ▲ the worst layer at any epoch.
 
@@ -205,7 +204,7 @@ def saturation_dead_units(diag: pd.DataFrame, runs: pd.DataFrame, *, model: str,
     """
     r = runs[runs["model"] == model]
     n_train = _default_n(r, n_train)
-    f = diagnostics.unit_fractions(diag, r[r["n_train"] == n_train])
+    f = (summary or diagnostics.layer_summary(diag, r[r["n_train"] == n_train]))["units"]
     acts_ = [a for a in _order(f, activations) if a in set(f["activation"])]
     fig, axes = _figure(1, 2, width=max(4.0, 0.45 * len(acts_) + 1.5), height=3.2)
     for ax, what, label in ((axes[0, 0], "saturated", "saturated entries (f′ < 1% of max)"),
