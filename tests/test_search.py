@@ -145,9 +145,25 @@ def test_the_same_study_asks_the_same_trials_and_a_failed_trial_is_never_best():
     def bad_first(batch):
         _evaluate(batch)
         for t in batch:
-            t.value = math.inf if t.number == 0 else (None if t.number == 1 else t.value)
+            t.value = math.inf if t.number == 0 else t.value
     trials = ask_and_tell(search, list(BOWLS), bad_first, 8)
-    assert all(t.number >= 2 for t in best_trials(trials).values())
+    assert all(t.number >= 1 for t in best_trials(trials).values())
+
+
+def test_an_unscored_trial_stops_the_search_before_its_batch_is_told():
+    search = s.build("x", "known", space=SPACE, trials=8, sampler="tpe", batch=2)
+    seen = []
+
+    def unfinished_third(batch):
+        seen.extend(t.number for t in batch)
+        _evaluate(batch)
+        for t in batch:
+            t.value = None if t.number == 2 else t.value
+    told = ask_and_tell(search, list(BOWLS), unfinished_third, 8)
+    assert [t.number for t in told] == [0, 0, 1, 1] and all(t.value is not None for t in told)
+    assert max(seen) == 3  # the batch of trials 2 and 3 was asked and scored, nothing later
+    whole = ask_and_tell(search, list(BOWLS), _evaluate, 8)
+    assert [t.params for t in told] == [t.params for t in whole[:4]]
 
 
 # -- on the real store ---------------------------------------------------------------------------
@@ -185,6 +201,56 @@ def test_a_killed_search_resumes_with_the_same_trials_and_trains_only_the_rest(t
     # a budget stops early without confirming; the longer search then asks the same first trials
     short = run_search(_study(), tmp_path / "short", max_trials=2, progress=False)
     assert _asked(short) == _asked(whole)[:4] and short.executed == 2 * 2 * 2
+
+
+def _stored(out):
+    with sqlite3.connect(out / "actconv.sqlite") as conn:
+        return dict(conn.execute("SELECT run_id, status FROM runs").fetchall())
+
+
+def test_a_search_stopped_by_a_failed_run_resumes_with_the_trials_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    # 12 tpe trials in batches of 2: trials 10 and 11 are asked once 10 are told, past tpe's 10
+    # random start-up trials, so trial 2 told FAIL (9 complete) would have them asked at random
+    d = {**SEARCHED, "name": "flaky", "search": {**SEARCHED["search"], "trials": 12, "batch": 2,
+                                                 "sampler": "tpe", "tune_seeds": [1, 2], "confirm_seeds": [7]}}
+    study = config.with_overrides(config.study_from_dict(d), dataset="digits", device="cpu")
+    whole = run_search(study, tmp_path / "whole", progress=False)
+    assert whole.stopped_at is None and len(whole.trials) == 12
+    bad = next(t for t in whole.trials if t.number == 2).run_ids[0]
+    # fails once (the marker file says it has): with no retries, the first call ends with it failed
+    monkeypatch.setenv("ACTCONV_FAULT", f"raise-once:{bad}:{tmp_path / 'once'}")
+    first = run_search(study, tmp_path / "flaky", progress=False, retries=0)
+    assert first.stopped_at == 2 and first.best == {} and bad in dict(first.failed)
+    assert _asked(first) == _asked(whole)[:2]  # trials 0 and 1 told; the batch of 2 and 3 not
+    stored = _stored(tmp_path / "flaky")
+    assert stored[bad] == "failed" and set(stored) < set(_stored(tmp_path / "whole"))  # nothing later, no confirm run
+    resumed = run_search(study, tmp_path / "flaky", progress=False, retries=0)
+    assert resumed.stopped_at is None and not resumed.failed
+    assert _asked(resumed) == _asked(whole)
+    assert {c: t.params for c, t in resumed.best.items()} == {c: t.params for c, t in whole.best.items()}
+    assert _stored(tmp_path / "flaky") == _stored(tmp_path / "whole")  # the same runs, none orphaned
+
+
+def test_the_cli_names_a_stopped_search_and_its_rerun_resumes(tmp_path, monkeypatch, capsys):
+    def argv(out):
+        return ["run", "--out", str(out), *tiny("--validation", "100", "--epochs", "2", "--n-train", "128",
+                                                "--search", "lr=[0.1, 0.5]", "--trials", "2", "--tune-seeds", "1,2",
+                                                "--confirm-seeds", "7", "--retries", "0")]
+    assert main(argv(tmp_path / "whole")) == 0
+    whole = capsys.readouterr().out
+    bad = sorted(r for r, _ in _stored(tmp_path / "whole").items())[0]
+    monkeypatch.setenv("ACTCONV_FAULT", f"raise-once:{bad}:{tmp_path / 'once'}")
+    assert main(argv(tmp_path / "c")) == 1
+    out, err = capsys.readouterr()
+    assert "search: stopped before telling trial " in out and "nothing confirmed" in out
+    # its trial's two seeds train as one ensemble unit, which fails whole
+    assert err.count("\n") == 1 and err.startswith("actconv: 2 run(s) failed; first ")
+    failed = {r for r, status in _stored(tmp_path / "c").items() if status == "failed"}
+    assert bad in failed and err.split("first ")[1].split(":")[0] in failed
+    assert err.rstrip().endswith("run the same command again to retry them and resume the search")
+    assert main(argv(tmp_path / "c")) == 0
+    assert "search: 1 cells x 2 trials (tpe) on seeds 1,2; 1 cells confirmed on seeds 7" in capsys.readouterr().out
+    assert "1 cells confirmed" in whole and _stored(tmp_path / "c") == _stored(tmp_path / "whole")
 
 
 def test_scrambled_test_losses_change_no_choice_and_train_nothing(tmp_path):

@@ -157,7 +157,12 @@ def cmd_run(args) -> int:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     print(f"{study.name}: {outcome.total} runs ({outcome.executed} executed, {outcome.skipped} already "
           f"stored) in {outcome.wall_s:.1f} s; store: {counts}")
-    if study.search:
+    stopped = getattr(outcome, "stopped_at", None)
+    if study.search and stopped is not None:
+        print(f"search: stopped before telling trial {stopped + 1} of {study.search.trials} "
+              f"({study.search.sampler}): a run of its batch failed, so none of that batch was told, "
+              f"no later trial asked and nothing confirmed")
+    elif study.search:
         s = study.search
         n_cells = len({t.cell for t in outcome.trials})
         print(f"search: {n_cells} cells x {s.trials} trials ({s.sampler}) on seeds "
@@ -175,9 +180,10 @@ def cmd_run(args) -> int:
     if outcome.failed:
         first = outcome.failed[0]
         print(f"actconv: {len(outcome.failed)} run(s) failed; first {first[0]}: {one_line(first[1])}; "
-              f"run the same command again to retry them", file=sys.stderr)
+              f"run the same command again to retry them"
+              + (" and resume the search" if stopped is not None else ""), file=sys.stderr)
         return EXIT_RUNS_FAILED
-    return 0
+    return EXIT_RUNS_FAILED if stopped is not None else 0
 
 
 def _seeds_text(seeds) -> str:

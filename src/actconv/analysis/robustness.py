@@ -41,6 +41,17 @@ def siblings(runs: pd.DataFrame) -> pd.DataFrame:
                          "replica": flat["replica"].astype(int), "original": original})
 
 
+def with_siblings(runs: pd.DataFrame, mapping: dict) -> dict:
+    """`mapping` (run_id -> label) with every perturbed sibling of a mapped original under its
+    original's label: the runs a view of chosen originals reads for robustness.
+
+    Needs runs: run_id, config_json.
+    """
+    sib = siblings(runs)
+    sib = sib[(sib["perturb"] != "") & sib["original"].isin(set(mapping))]
+    return {**mapping, **{rid: mapping[orig] for rid, orig in zip(sib["run_id"], sib["original"])}}
+
+
 def _keep(results, run_ids) -> object:
     ids = set(run_ids)
     return dataclasses.replace(results, **{name: only(getattr(results, name), ids)

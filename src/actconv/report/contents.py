@@ -95,12 +95,12 @@ def study_reference_lr(out_dir: Path) -> float:
 def question_tables(everything, results, t, th, search=None, focus_names=None) -> dict:
     """The fairness, sample-size and robustness tables (and the answers built on all tables);
     with a `search` (SearchSpec) the tuned table is chosen on its tuning seeds and scored on
-    its confirm seeds; `focus_names`: the activations the answers open with (default: the
-    user's own)."""
+    its confirm seeds, and robustness reads the confirm runs and their siblings; `focus_names`:
+    the activations the answers open with (default: the user's own)."""
     out = {}
     runs = results.runs
     finished = runs[runs["status"].isin(["done", "diverged"])] if len(runs) else runs
-    view = None
+    view, mapping = None, {}
     if len(finished) and "config_json" in finished:
         per_run = tuning.final_metrics(finished, results.epochs)
         axes = ([a for a in search.axes if a in per_run] if search else
@@ -153,16 +153,25 @@ def question_tables(everything, results, t, th, search=None, focus_names=None) -
         lc = learning.learning_curves(t["per_run"])
         if len(lc):
             out["learning_curves"] = lc
-    if robustness.replica_sets(everything):
+    robust = _robustness_view(everything, search, mapping)
+    if robustness.replica_sets(robust):
         out["robustness"] = robustness.verdict_robustness(
-            everything, lambda r: claims.evaluate(r, claims.ORIGINAL + claims.SAMPLES, th))
-        out["recurrence"] = robustness.event_recurrence(everything, spike_k=th.spike_k,
+            robust, lambda r: claims.evaluate(r, claims.ORIGINAL + claims.SAMPLES, th))
+        out["recurrence"] = robustness.event_recurrence(robust, spike_k=th.spike_k,
                                                         spike_window=th.spike_window)
-        out["perturbation_variance"] = robustness.perturbation_variance(everything)
+        out["perturbation_variance"] = robustness.perturbation_variance(robust)
     if "focus" in out:  # the images to 80% come from the learning curves of the same view
         out["focus"] = focus.with_samples_to_target(out["focus"], out.get("learning_curves"))
     out["answers"] = answers.answers({**t, **out})
     return out
+
+
+def _robustness_view(everything, search, mapping: dict):
+    """What the robustness tables read: every run; after a search only the confirm runs at each
+    cell's chosen setting (`mapping`: run_id -> condition) and their siblings, labelled alike."""
+    if search is None:
+        return everything
+    return _view(everything, robustness.with_siblings(everything.runs, mapping))
 
 
 def _confirmed_tables(results, t, mapping: dict, th) -> dict:

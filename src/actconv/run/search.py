@@ -9,6 +9,18 @@ cell order once the batch is stored, so the results never depend on which run fi
 first. A search started again asks the same trials: the sampler is seeded from the study's
 name, and every finished trial is found in the store (not trained again) and told in the
 same order as before, which replays the sampler's history exactly.
+
+The told history holds only what a stored, finished run fixes for good: a trial is told
+its score once every run of it is done or diverged (a bad run scores inf, the worst), never
+"failed". A failure can be transient (a lost worker, memory), and a failed run is trained
+again by the next call: had the first call told Optuna FAIL and gone on, its later trials
+(and its confirm runs) would follow a history that the rerun, telling a number, no longer
+has. So when a batch still has failed runs after `run_study`'s own retries, the search stops
+before telling it: nothing of that batch is told, no later trial is asked, nothing is
+confirmed, and the outcome says where (`stopped_at`). The same command again retries those
+runs and then tells that batch as an uninterrupted search would: a search killed, or
+stopped by failures, and resumed asks exactly the trials of one that never was. (A run that
+fails every time holds its search there until its cause is fixed, rather than being scored.)
 """
 import contextlib
 import itertools
@@ -39,15 +51,16 @@ class Trial:
     number: int
     params: dict
     run_ids: tuple[str, ...]
-    value: float | None = None  # mean final val_loss (or minus val_accuracy); inf: a run went bad; None: not scored
+    value: float | None = None  # mean final val_loss (or minus val_accuracy); inf: a run went bad; None: a run unfinished
 
 
 @dataclass
 class SearchOutcome(StudyOutcome):
     """What one `run_search` call did: the study outcome summed over its batches, every trial
-    and each cell's best (the one confirmed)."""
+    told and each cell's best (the one confirmed)."""
     trials: list = field(default_factory=list)
     best: dict = field(default_factory=dict)  # Cell -> Trial
+    stopped_at: int | None = None  # the first trial not told: a run of its batch failed (rerun to resume)
 
 
 def cells(study: StudySpec) -> list[Cell]:
@@ -108,7 +121,8 @@ def run_search(study: StudySpec, out_dir, *, max_trials: int | None = None, **ru
             the same call with more asks the same first trials and trains only the rest).
         run_kwargs: passed to `run_study` (jobs, executor, progress, retries, ...).
     Returns:
-        A SearchOutcome: counts summed over the batches, the trials and each cell's best.
+        A SearchOutcome: counts summed over the batches, the trials told and each cell's best;
+        where a batch ended with failed runs, `stopped_at` its first trial, nothing confirmed.
     """
     search = study.search
     outcome = SearchOutcome(str(out_dir), 0, 0, 0)
@@ -128,7 +142,11 @@ def run_search(study: StudySpec, out_dir, *, max_trials: int | None = None, **ru
             from . import ray_tasks
             stack.enter_context(ray_tasks.session(run_kwargs.get("ray_address"),
                                                   resolve_jobs(run_kwargs.get("jobs", 1))))
-        outcome.trials = ask_and_tell(search, cells(study), evaluate, n_trials)
+        todo = cells(study)
+        outcome.trials = ask_and_tell(search, todo, evaluate, n_trials)
+        if len(outcome.trials) < n_trials * len(todo):  # stopped on a batch with failed runs
+            outcome.stopped_at = len(outcome.trials) // len(todo)
+            return outcome
         outcome.best = best_trials(outcome.trials)
         if n_trials == search.trials:
             grids = [_grid(c, _confirm_seeds(study, c), t.params) for c, t in outcome.best.items()]
@@ -161,7 +179,8 @@ def _confirm_seeds(study: StudySpec, cell) -> tuple[int, ...]:
 def ask_and_tell(search: SearchSpec, todo: list, evaluate, n_trials: int) -> list[Trial]:
     """Every cell's trials 0..n_trials-1, asked a batch at a time (the next `search.batch`
     trials of every cell), scored by `evaluate(batch)` (which sets each trial's value) and
-    told in cell order, then trial order."""
+    told in cell order, then trial order. A batch with a trial left unscored (None) is not
+    told and ends the search: the trials told before it are returned."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = distributions(search)
@@ -174,11 +193,10 @@ def ask_and_tell(search: SearchSpec, todo: list, evaluate, n_trials: int) -> lis
         asked = [(c, k, studies[c].ask(dists)) for c in todo for k in numbers]
         batch = [Trial(c, k, dict(t.params), ()) for c, k, t in asked]
         evaluate(batch)
+        if any(t.value is None for t in batch):  # never told FAIL: a rerun would tell a number
+            break
         for (c, _, asked_trial), t in zip(asked, batch):  # in cell and trial order, whatever finished first
-            if t.value is None:
-                studies[c].tell(asked_trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                studies[c].tell(asked_trial, t.value)
+            studies[c].tell(asked_trial, t.value)
         out += batch
     return sorted(out, key=lambda t: t.number)  # trial k of every cell, then k + 1, as batch 1 asks
 
@@ -231,8 +249,8 @@ def _scores(out_dir, run_ids) -> dict:
 def _value(scores, select: str = "val_loss") -> float | None:
     """A trial's score, lower better: mean final val_loss over its seeds (or minus the mean
     val_accuracy); inf where a run diverged, ended non-finite or above its start (the
-    analysis' `bad`: the worst, never chosen); None where a run failed or is missing (told
-    to Optuna as failed)."""
+    analysis' `bad`: the worst, never chosen); None where a run failed or is missing (the
+    search stops before telling its batch)."""
     if any(s is None or s[0] not in FINISHED for s in scores):
         return None
     vals = []
