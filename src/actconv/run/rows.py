@@ -154,10 +154,11 @@ class StoredRows:
                 f"SELECT run_id, model, activation, seed, n_train FROM runs WHERE run_id IN "
                 f"({', '.join('?' * len(ids[i:i + IN_LIST]))})", ids[i:i + IN_LIST])],
             columns=["run_id", "model", "activation", "seed", "n_train"]).set_index("run_id")
-        at = keys.index.get_indexer(frame["run_id"])
+        codes, uniques = pd.factorize(frame["run_id"])  # rows come run by run: few uniques
+        keys = keys.reindex(uniques)
         out = frame[["run_id"]].copy()
         for c in keys.columns:
-            out[c] = keys[c].to_numpy()[at] if len(frame) else keys[c].iloc[0:0].to_numpy()
+            out[c] = keys[c].to_numpy()[codes] if len(frame) else keys[c].iloc[0:0].to_numpy()
         for c in frame.columns[1:]:
             out[c] = frame[c]
         return out
