@@ -3,10 +3,12 @@
     python benchmarks/compare_reports.py BEFORE/report AFTER/report [--tol 1e-9]
 
 Cells are compared as text; with --tol, two numbers also match when they differ by at most
-tol relative to the larger (for a change that reorders a sum). Exit 1 on any difference.
+tol relative to the larger (for a change that reorders a sum), also inside a JSON cell (a
+claim's `numbers`). Exit 1 on any difference.
 """
 import argparse
 import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -18,8 +20,27 @@ def same(a: str, b: str, tol: float) -> bool:
     try:
         x, y = float(a), float(b)
     except ValueError:
-        return False
+        return tol > 0 and _same_json(a, b, tol)
     return tol > 0 and math.isclose(x, y, rel_tol=tol, abs_tol=0.0)
+
+
+def _same_json(a: str, b: str, tol: float) -> bool:
+    """Two JSON cells (a claim's `numbers`) alike but for numbers within tol."""
+    try:
+        x, y = json.loads(a), json.loads(b)
+    except ValueError:
+        return False
+    return _alike(x, y, tol)
+
+
+def _alike(x, y, tol: float) -> bool:
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_alike(x[k], y[k], tol) for k in x)
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_alike(u, v, tol) for u, v in zip(x, y))
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+        return x == y or math.isclose(x, y, rel_tol=tol, abs_tol=0.0)
+    return x == y
 
 
 def compare(before: Path, after: Path, tol: float = 0.0) -> list[str]:

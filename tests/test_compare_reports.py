@@ -31,3 +31,13 @@ def test_identical_folders_pass_and_a_changed_cell_fails(tmp_path):
     assert _run(a, b, "--tol", "1e-9").returncode == 1  # text is never within a tolerance
     (b / "y.csv").unlink()
     assert "only in one folder: y.csv" in _run(a, b).stdout
+
+
+def test_numbers_inside_a_json_cell_match_within_the_tolerance_and_nothing_else_does(tmp_path):
+    cell = '"{""slope"": 0.0536755986730659, ""n"": 3, ""who"": ""selu""}"'
+    a = _folder(tmp_path, "a", {"f.csv": f"id,numbers\nc,{cell}\n"})
+    b = _folder(tmp_path, "b", {"f.csv": f"id,numbers\nc,{cell.replace('0659', '0658')}\n"})
+    assert _run(a, b).returncode == 1
+    assert _run(a, b, "--tol", "1e-9").returncode == 0
+    (b / "f.csv").write_text(f"id,numbers\nc,{cell.replace('selu', 'relu')}\n")  # text never within a tolerance
+    assert _run(a, b, "--tol", "1e-9").returncode == 1
