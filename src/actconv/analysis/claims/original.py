@@ -1,9 +1,6 @@
 """The original notebook's findings (a-f), each checked against a study's finished runs."""
-import math
-
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ...run.store import n_classes_of
 from ...study.activations import BOUNDED_RANGE, logit_loss_floor
