@@ -214,3 +214,20 @@ def test_runs_that_differ_in_lr_are_never_pooled_as_seeds(tmp_path):
     assert final.loc["m lr=0.1", "mean"] != final.loc["m lr=0.001", "mean"]
     acc = summary[summary.metric.str.contains("accuracy")]
     assert (acc["low"].dropna() >= 0).all() and (acc["high"].dropna() <= 1).all()
+
+
+def test_the_report_process_never_loads_torch(report_dir, tmp_path):
+    # torch is ~480 MB a process: the activations' derivatives (the gallery) come from a child
+    import shutil
+    import subprocess
+    import sys
+    out, _ = report_dir
+    shutil.copy(out / "actconv.sqlite", tmp_path / "actconv.sqlite")
+    code = ("import sys; from actconv.report import write_report; write_report(sys.argv[1], jobs=2); "
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
+    got = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         timeout=600)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert got.stdout.strip().splitlines()[-1] == "no torch"
+    gallery = tmp_path / "report" / "figures" / "activation-gallery.png"
+    assert gallery.exists() and gallery.read_bytes() == (out / "report" / "figures" / "activation-gallery.png").read_bytes()

@@ -8,7 +8,6 @@ verdicts built on it (mechanisms m1-m3, paper presets) are in `claims/`.
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..study import activations as acts
 from ..study.metrics import HIST_EDGES, LAYER_METRICS, OUTPUT, SATURATION, derivative, max_derivative
@@ -187,6 +186,7 @@ def self_normalisation(diagnostics: pd.DataFrame, runs: pd.DataFrame, activation
 def activation_table(names=None, lo: float = -5.0, hi: float = 5.0, points: int = 501) -> pd.DataFrame:
     """Each activation and its derivative (autograd) over [lo, hi]: activation, x, value,
     derivative, saturated (derivative below 1% of the activation's largest)."""
+    import torch  # here only: the report's own process never loads torch (~480 MB)
     x = torch.linspace(lo, hi, points, dtype=torch.float64)
     rows = []
     for name in names or list(acts.ACTIVATIONS):

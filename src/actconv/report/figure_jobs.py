@@ -12,6 +12,7 @@ from ..study import metrics
 from ..study.activations import BOUNDED_RANGE, FAMILIES, use_stored_activations
 from . import figures as plots
 from .loading import run_diagnostics
+from .render import in_child
 
 @dataclass(frozen=True)
 class FigureJob:
@@ -20,6 +21,7 @@ class FigureJob:
     slug: str
     caption: str
     draw: Callable  # () -> Figure; called in a worker process, so only its picture travels back
+    also: tuple = ()  # (slug, caption) of further figures `draw` returns after the first, in a list
 
 
 def curve_figures(results, t) -> list:
@@ -137,10 +139,11 @@ def diagnostics_figures(results, epochs) -> list:
     runs = results.runs[results.runs["run_id"].isin(epochs["run_id"].unique())]
     present = [a for a in plots.STYLES if a in set(runs["activation"])]
     present += sorted(use_stored_activations(runs) - set(present))  # parametric and the user's
+    gallery, shades = in_child(_activation_tables, present) if present else (None, None)
     out = [FigureJob(GALLERY, "activation-gallery", "Each activation of this study (colour) and its "
                      "derivative (black, dashed) over [-5, 5]; grey where the derivative is below 1% of "
                      "its maximum, which is what the saturation figures count.",
-                     partial(plots.activation_gallery, present))]
+                     partial(plots.activation_gallery, present, table=gallery))]
     bounded = runs["activation"].isin(list(BOUNDED_RANGE))
     on_logits = flag(runs, "activate_logits")
     if (bounded & on_logits & (runs["model_kind"] == "mlp")).any():
@@ -152,28 +155,40 @@ def diagnostics_figures(results, epochs) -> list:
     for model in sorted(runs.loc[runs["run_id"].isin(measured), "model"].unique()):
         r = runs[(runs["model"] == model) & runs["run_id"].isin(measured)]
         n = int(r["n_train"].max())
-        # Each worker gets the aggregates of its own figure (one model and size), or one run.
-        summary = diagnostics.layer_summary(diag, r[r["n_train"] == n])
-        d = None
+        # One job per model draws its three per-layer figures from one pass over the diagnostics
+        # of its largest size, in a worker while this process goes on.
         out.append(FigureJob(DYNAMICS, f"{model}-layer-stats", f"{model}, {n} images: activation mean ± "
                              f"standard deviation per hidden layer on the {metrics.PROBE_SIZE['mlp']}-image "
                              f"probe batch ({metrics.PROBE_SIZE['tinyvgg']} for TinyVGG) after each epoch, "
                              f"averaged over seeds, as Glorot & Bengio plotted them.",
-                             partial(plots.layer_activation_stats, d, r, model=model, n_train=n, summary=summary)))
-        out.append(FigureJob(DYNAMICS, f"{model}-gradients", f"{model}, {n} images: weight-gradient norm "
-                             f"per layer (log axis) and the first/last layer ratio, median over seeds.",
-                             partial(plots.gradient_norms, d, r, model=model, n_train=n, summary=summary)))
-        out.append(FigureJob(DYNAMICS, f"{model}-saturation", f"{model}, {n} images: saturated entries and "
-                             f"dead units per activation.",
-                             partial(plots.saturation_dead_units, d, r, model=model, n_train=n, summary=summary)))
+                             partial(_layer_figures, diag, r, model, n),
+                             also=((f"{model}-gradients", f"{model}, {n} images: weight-gradient norm "
+                                    f"per layer (log axis) and the first/last layer ratio, median over seeds."),
+                                   (f"{model}-saturation", f"{model}, {n} images: saturated entries and "
+                                    f"dead units per activation."))))
         pick = r[r["n_train"] == n].sort_values("seed")
         pick = pick[pick["activation"] == "sigmoid"] if pick["activation"].eq("sigmoid").any() else pick
         run = pick.iloc[0]
         out.append(FigureJob(DYNAMICS, f"{model}-histograms", f"{model}: pre-activation histograms of one "
                              f"run ({run['activation']}, seed {run['seed']}, {n} images) over training.",
                              partial(plots.preact_histograms, run_diagnostics(results, run["run_id"]), r,
-                                     run["run_id"])))
+                                     run["run_id"], shade=shades[shades["activation"] == run["activation"]])))
     return out
+
+
+def _layer_figures(diag, runs: pd.DataFrame, model: str, n: int) -> list:
+    """Activation statistics, gradient norms, saturation: the aggregates of one model at size n,
+    read once (a worker is handed them, never every run's rows)."""
+    summary = diagnostics.layer_summary(diag, runs[runs["n_train"] == n])
+    return [draw(None, runs, model=model, n_train=n, summary=summary)
+            for draw in (plots.layer_activation_stats, plots.gradient_norms, plots.saturation_dead_units)]
+
+
+def _activation_tables(names) -> tuple:
+    """The gallery's table of `names` and each one's shading over the histograms' range (torch's
+    autograd: in a child process, see `in_child`)."""
+    return (diagnostics.activation_table(names),
+            diagnostics.activation_table(names, metrics.HIST_EDGES[0], metrics.HIST_EDGES[-1], 641))
 
 
 def _activated_logits(runs: pd.DataFrame) -> set:

@@ -35,8 +35,8 @@ class FigureWriter:
 
     def submit(self, figures) -> None:
         """Start drawing `figures`: in a pool forked now, so its workers see the data as it is."""
-        stems = [_slug(f.slug, self.used) for f in figures]
-        jobs = [(f.draw, self.figdir / stem, self.dpi) for f, stem in zip(figures, stems)]
+        stems = [[_slug(slug, self.used) for slug in (f.slug, *(s for s, _ in f.also))] for f in figures]
+        jobs = [(f.draw, [self.figdir / stem for stem in st], self.dpi) for f, st in zip(figures, stems)]
         pending = {}
         # The loaded tables are long-lived: out of the collector's sight, its passes while
         # figures are built no longer walk them (a fifth of building the figures), and a
@@ -48,13 +48,31 @@ class FigureWriter:
             pool = multiprocessing.get_context("fork").Pool(min(self.jobs, len(jobs)))
             self.pools.append(pool)
             pending = {i: pool.apply_async(_render_job, (batch, i)) for i in range(len(jobs))}
-        self.batches.append([(f.section, stem, f.caption, pending.get(i) or _render_call(*jobs[i]))
-                             for i, (f, stem) in enumerate(zip(figures, stems))])
+            pool.close()  # its workers exit when their batch is drawn: an idle worker keeps its memory
+        self.batches.append([(f, st, pending.get(i) or _render_call(*jobs[i]))
+                             for i, (f, st) in enumerate(zip(figures, stems))])
 
     def results(self) -> list:
         """Per batch submitted, its figures as (section, stem, caption, PNG bytes)."""
-        return [[(section, stem, caption, png if isinstance(png, bytes) else png.get())
-                 for section, stem, caption, png in batch] for batch in self.batches]
+        out = []
+        for batch in self.batches:
+            drawn = []
+            for f, stems, pngs in batch:
+                pngs = pngs if isinstance(pngs, list) else pngs.get()
+                captions = [f.caption] + [c for _, c in f.also]
+                drawn += [(f.section, stem, c, png) for stem, c, png in zip(stems, captions, pngs)]
+            out.append(drawn)
+        return out
+
+
+def in_child(fn, *args):
+    """fn(*args) in a forked child process that exits when done: what it imports (torch, ~480 MB,
+    for the activations' derivatives) never lands in the report's process, nor in the figure
+    workers forked from it, which would each hold their own copy."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return fn(*args)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(fn, args)
 
 
 def cores() -> int:
@@ -82,16 +100,18 @@ def _warm_up() -> None:
         fig.savefig(io.BytesIO(), format="svg")
 
 
-def _render_job(batch: int, i: int) -> bytes:
+def _render_job(batch: int, i: int) -> list:
     return _render_call(*_JOBS[batch][i])
 
 
-def _render_call(draw, path: Path, dpi: int) -> bytes:
+def _render_call(draw, paths: list, dpi: int) -> list:
+    """Draw (one figure, or a list for a job that draws several from one computation) and save."""
     # Titles at a fixed height: placing them by the ticks above (there are none) asked each
     # axis its extent once more per draw, an eighth of the drawing time; the pixels are equal.
     with matplotlib.rc_context({"axes.titley": 1.0}):
-        fig = draw()
-    return render_figure(fig, path, dpi)
+        figs = draw()
+    figs = figs if isinstance(figs, list) else [figs]
+    return [render_figure(fig, path, dpi) for fig, path in zip(figs, paths, strict=True)]
 
 
 def render_figure(fig, path: Path, dpi: int) -> bytes:

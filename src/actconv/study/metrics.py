@@ -3,11 +3,12 @@ saturation threshold and the histogram's bins, with the derivative that defines 
 
 One definition for the recorder that writes the rows (train) and the analysis that reads
 them, so that neither imports the other: training never loads pandas, the report never
-loads the training loop."""
+loads the training loop, nor torch (~480 MB a process): the derivative imports it when asked."""
+from __future__ import annotations
+
 import functools
 
 import numpy as np
-import torch
 
 # Glorot & Bengio's 300 fixed examples for MLPs; 100 for TinyVGG, where each image gives
 # 784 positions per channel and a 300-image probe alone cost a fifth of an epoch.
@@ -25,11 +26,13 @@ RATIO = "first/last"      # layer name of the gradient-norm ratio rows
 @functools.cache
 def _grid() -> torch.Tensor:
     """Where an activation's largest derivative is looked for."""
+    import torch
     return torch.linspace(-20.0, 20.0, 8001)
 
 
 def derivative(act, z: torch.Tensor) -> torch.Tensor:
     """The elementwise derivative of an activation (a module or function) at z, by autograd."""
+    import torch
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         y = act(z)
@@ -40,6 +43,7 @@ def derivative(act, z: torch.Tensor) -> torch.Tensor:
 def max_derivative(act, like: torch.Tensor | None = None) -> float:
     """The activation's largest derivative (on a dense grid over [-20, 20]), in the dtype and
     on the device of its parameter (or of `like`, the parameter of a function)."""
+    import torch
     p = like if like is not None else next(act.parameters(), None) if isinstance(act, torch.nn.Module) else None
     grid = _grid().to(p.device, p.dtype) if p is not None else _grid()
     return float(derivative(act, grid).abs().max())

@@ -21,10 +21,12 @@ from .common import _figure, FLOORS, _legend, LOSS_LABEL, _MARKERS, _order, _pan
 SATURATED_SHADE = "0.88"  # background where an activation's derivative is below 1% of its maximum
 
 
-def activation_gallery(activations=None, lo: float = -5.0, hi: float = 5.0) -> Figure:
+def activation_gallery(activations=None, lo: float = -5.0, hi: float = 5.0, *, table=None) -> Figure:
     """Each activation (its colour) and its derivative (black, dashed) over [lo, hi], grey
-    where the derivative is below 1% of its maximum: where the activation saturates."""
-    table = diagnostics.activation_table(activations, lo, hi)
+    where the derivative is below 1% of its maximum: where the activation saturates
+    (`table`: their `diagnostics.activation_table`, computed here when None)."""
+    if table is None:
+        table = diagnostics.activation_table(activations, lo, hi)
     names = list(dict.fromkeys(table["activation"]))
     ncols = min(4, len(names))
     nrows = math.ceil(len(names) / ncols)
@@ -116,13 +118,19 @@ def _shades(colour: str, n: int) -> list:
     return [tuple(1 - (1 - base) * w) for w in np.linspace(0.35, 1.0, max(n, 1))][:n]
 
 
+def histogram_shade(activation: str) -> pd.DataFrame:
+    """The activation's table over the histograms' range: where `preact_histograms` shades."""
+    return diagnostics.activation_table([activation], metrics.HIST_EDGES[0], metrics.HIST_EDGES[-1], 641)
+
+
 def preact_histograms(diag: pd.DataFrame, runs: pd.DataFrame, run_id: str,
-                      epochs=None) -> Figure:
+                      epochs=None, *, shade=None) -> Figure:
     """One run's pre-activation histograms per layer at a few epochs (light = early, dark =
     late), over the activation's saturated range (grey).
 
     Needs the `diagnostics` table and `runs` (run_id, model, activation, seed, n_train).
-    `epochs` defaults to 0, 1, the middle one and the last.
+    `epochs` defaults to 0, 1, the middle one and the last; `shade`: the activation's
+    `histogram_shade` (computed here when None).
     """
     meta = runs.set_index("run_id").loc[run_id]
     hist = diagnostics.preact_histogram(diag, run_id)
@@ -133,7 +141,7 @@ def preact_histograms(diag: pd.DataFrame, runs: pd.DataFrame, run_id: str,
                          all_epochs[len(all_epochs) // 2], all_epochs[-1]})
     epochs = list(epochs or [])
     act = meta["activation"]
-    gal = diagnostics.activation_table([act], metrics.HIST_EDGES[0], metrics.HIST_EDGES[-1], 641)
+    gal = shade if shade is not None else histogram_shade(act)
     fig, axes = _panels(len(layers), width=3.8, height=2.8)
     import matplotlib
     cmap = matplotlib.colormaps["viridis_r"]
