@@ -133,3 +133,38 @@ def test_the_report_from_stored_rows_equals_the_report_of_the_whole_tables(repor
     assert {"per_run.csv", "batch_fits.csv", "spikes.csv", "mechanisms.csv", "findings.csv"} <= names
     fits = pd.read_csv(out / "report" / "batch_fits.csv")
     assert len(fits) and np.isfinite(fits["slope"]).any()
+
+
+def test_the_arrow_read_of_a_chunk_equals_sqlite3s(tmp_path, monkeypatch):
+    # The first run's loss is NULL (NaN) for its first 1,100 rows and infinite once: Arrow types
+    # a column by its first batch of rows (1,024), so a naive read of it would come back as int.
+    from actconv.train.result import RunResult
+    monkeypatch.setattr(rows_module, "RUNS_PER_CHUNK", 3)
+    runs = sorted(SPECS[:4], key=lambda s: s.run_id)
+    results = [spiky(s, at) for s, at in zip(runs, (None, 25, None, 12))]
+    step = np.arange(1, 1201)
+    loss = np.linspace(3.0, 0.1, 1200)
+    loss[:1100], loss[1150] = np.nan, np.inf
+    results[0] = RunResult(runs[0], "diverged", results[0].epochs,
+                           dict(epoch=(step - 1) // 300 + 1, step=step, loss=loss, accuracy=np.full(1200, 0.5)),
+                           [], wall_s=1.0)
+    with Store(tmp_path) as store:
+        store.register("t", "{}", SPECS[:4])
+        store.write_many(results)
+    served = []
+    arrow = rows_module.StoredRows._read_arrow
+
+    def counted(self, ids, columns):
+        got = arrow(self, ids, columns)
+        served.append(got is not None)
+        return got
+
+    monkeypatch.setattr(rows_module.StoredRows, "_read_arrow", counted)
+    fast = list(stored_results(tmp_path).batches.chunks(columns=stats.BATCH_COLUMNS))
+    assert served == [True, True]  # both chunks read by the ADBC driver
+    monkeypatch.setattr(rows_module.StoredRows, "_read_arrow", lambda self, ids, columns: None)
+    slow = list(stored_results(tmp_path).batches.chunks(columns=stats.BATCH_COLUMNS))
+    for a, b in zip(fast, slow, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    first = fast[0][fast[0]["run_id"] == runs[0].run_id]["loss"]
+    assert len(first) == 1200 and first.isna().sum() == 1100 and np.isinf(first).sum() == 1

@@ -114,6 +114,11 @@ class StoredRows:
         return frame
 
     def _read(self, ids, metrics=None, columns=None, keys=False):
+        if keys and metrics is None and not self.skip and ids is not None and len(ids) <= IN_LIST:
+            frame = self._read_arrow(ids, columns)
+            if frame is not None:
+                with self._connect() as conn:
+                    return self._labelled(self._with_keys(conn, frame))
         where, params, join = [], [], ""
         if keys:  # the run's keys from its one row in `runs`, not from every row of the table
             columns = ["run_id", *[c for c in columns if c != "run_id"]]
@@ -143,6 +148,48 @@ class StoredRows:
             if keys:
                 frame = self._with_keys(conn, frame)
         return self._labelled(frame)
+
+    def _read_arrow(self, ids, columns):
+        """run_id and `columns` of these runs, in the store's order, read by SQLite's ADBC driver
+        straight into Arrow: a third of the time of sqlite3's Python object per value, the bulk
+        of a per-run pass. None where it cannot serve (not installed, a column it cannot type)."""
+        try:
+            import adbc_driver_sqlite.dbapi as adbc
+        except ImportError:
+            return None
+        declared = self.declared_types()
+        picked = ["t.run_id"]
+        for c in (c for c in columns if c != "run_id"):
+            kind = declared.get(c)
+            if kind == "REAL":  # Arrow types a column by its first rows: NULL first would read as int
+                picked += [f"IFNULL(t.{c}, 0.0) AS {c}", f"t.{c} IS NULL AS {c}__null"]
+            elif kind == "INTEGER NOT NULL":
+                picked.append(f"t.{c}")
+            else:
+                return None
+        order = ", ".join(f"t.{c.strip()}" for c in self.order.split(","))
+        sql = (f"SELECT {', '.join(picked)} FROM {self.table} t WHERE t.run_id IN "
+               f"({', '.join('?' * len(ids))}) ORDER BY {order}") if ids else None
+        if sql is None:
+            return None
+        try:
+            with adbc.connect(f"file:{self.path}?mode=ro") as conn, conn.cursor() as cur:
+                cur.execute(sql, sorted(ids))
+                frame = cur.fetch_arrow_table().to_pandas()
+        except Exception:  # noqa: BLE001 -- whatever the driver refuses, sqlite3 reads
+            return None
+        for c in [c for c in frame.columns if c.endswith("__null")]:
+            frame.loc[frame[c].astype(bool), c[:-len("__null")]] = float("nan")
+            del frame[c]
+        return frame
+
+    def declared_types(self) -> dict:
+        """column -> its declared type (with NOT NULL where declared)."""
+        if "declared" not in self.cache:
+            with self._connect() as conn:
+                self.cache["declared"] = {r[1]: r[2].upper() + (" NOT NULL" if r[3] else "")
+                                          for r in conn.execute(f"PRAGMA table_info({self.table})")}
+        return self.cache["declared"]
 
     @staticmethod
     def _with_keys(conn, frame):
