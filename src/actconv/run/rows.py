@@ -157,6 +157,8 @@ class StoredRows:
             import adbc_driver_sqlite.dbapi as adbc
         except ImportError:
             return None
+        if not ids:
+            return None
         declared = self.declared_types()
         picked = ["t.run_id"]
         for c in (c for c in columns if c != "run_id"):
@@ -169,9 +171,7 @@ class StoredRows:
                 return None
         order = ", ".join(f"t.{c.strip()}" for c in self.order.split(","))
         sql = (f"SELECT {', '.join(picked)} FROM {self.table} t WHERE t.run_id IN "
-               f"({', '.join('?' * len(ids))}) ORDER BY {order}") if ids else None
-        if sql is None:
-            return None
+               f"({', '.join('?' * len(ids))}) ORDER BY {order}")
         try:
             with adbc.connect(f"file:{self.path}?mode=ro") as conn, conn.cursor() as cur:
                 cur.execute(sql, sorted(ids))
