@@ -11,6 +11,7 @@ from ..analysis.tables import flag, only, rows, run_keys
 from ..study import metrics
 from ..study.activations import BOUNDED_RANGE, FAMILIES, use_stored_activations
 from . import figures as plots
+from .figures.inside import histogram_shade
 from .loading import run_diagnostics
 from .render import in_child
 
@@ -187,8 +188,7 @@ def _layer_figures(diag, runs: pd.DataFrame, model: str, n: int) -> list:
 def _activation_tables(names) -> tuple:
     """The gallery's table of `names` and each one's shading over the histograms' range (torch's
     autograd: in a child process, see `in_child`)."""
-    return (diagnostics.activation_table(names),
-            diagnostics.activation_table(names, metrics.HIST_EDGES[0], metrics.HIST_EDGES[-1], 641))
+    return diagnostics.activation_table(names), histogram_shade(names)
 
 
 def _activated_logits(runs: pd.DataFrame) -> set:

@@ -118,9 +118,9 @@ def _shades(colour: str, n: int) -> list:
     return [tuple(1 - (1 - base) * w) for w in np.linspace(0.35, 1.0, max(n, 1))][:n]
 
 
-def histogram_shade(activation: str) -> pd.DataFrame:
-    """The activation's table over the histograms' range: where `preact_histograms` shades."""
-    return diagnostics.activation_table([activation], metrics.HIST_EDGES[0], metrics.HIST_EDGES[-1], 641)
+def histogram_shade(activations) -> pd.DataFrame:
+    """The activations' table over the histograms' range: where `preact_histograms` shades."""
+    return diagnostics.activation_table(list(activations), metrics.HIST_EDGES[0], metrics.HIST_EDGES[-1], 641)
 
 
 def preact_histograms(diag: pd.DataFrame, runs: pd.DataFrame, run_id: str,
@@ -141,7 +141,7 @@ def preact_histograms(diag: pd.DataFrame, runs: pd.DataFrame, run_id: str,
                          all_epochs[len(all_epochs) // 2], all_epochs[-1]})
     epochs = list(epochs or [])
     act = meta["activation"]
-    gal = shade if shade is not None else histogram_shade(act)
+    gal = shade if shade is not None else histogram_shade([act])
     fig, axes = _panels(len(layers), width=3.8, height=2.8)
     import matplotlib
     cmap = matplotlib.colormaps["viridis_r"]
