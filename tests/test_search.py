@@ -296,6 +296,9 @@ def test_the_report_opens_with_the_users_activation_and_names_a_choice_at_the_ed
     first = page[page.index("<ol class='answers'>"):].split("</li>")[0]
     assert "ptanh (mlp): n=128: rank" in first
     assert "widen the range" in page
+    # the curve figures draw the confirmed view, one set per model, not one per trial's setting
+    drawn = {f.stem for f in (out / "report" / "figures").glob("*.png")}
+    assert "mlp-loss" in drawn and not [f for f in drawn if "lr" in f]
     assert main(["report", str(out), "--focus", "selu"]) == 2
     assert "--focus selu: no finished run of that activation" in capsys.readouterr().err
 

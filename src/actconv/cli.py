@@ -105,6 +105,9 @@ def _add_run(sub):
                    help="also train every cell at the study's reference_lr (momentum and weight decay 0) on "
                         "the confirm seeds, for the reference-lr views (default: off; adds one confirm set "
                         "per cell)")
+    h.add_argument("--tune-eval", help="when a tuning run scores its test set and validation split: every "
+                                       "epoch (default) or ends (epoch 0 and the last: what choosing reads, "
+                                       "about half a small network's time)")
     e = p.add_argument_group("data and execution")
     e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10, "
                                      "npz:PATH (arrays x and y) or torchvision:NAME (CIFAR10, CIFAR100, SVHN, "
@@ -127,7 +130,7 @@ GRID_FLAGS = ["models", "activations", "seeds", "n_train", "epochs", "batch_size
               "weight_decay", "optimizer", "hidden_units", "activate_logits", "stratify", "engine",
               "diagnostics", "grad_every", "validation", "dataset", "device", "threads", "perturb",
               "replicas", "perturb_seeds", "search", "trials", "sampler", "tune_seeds", "confirm_seeds", "select",
-              "trial_batch", "search_reference"]
+              "trial_batch", "search_reference", "tune_eval"]
 
 
 def study_from_args(args) -> config.StudySpec:

@@ -21,8 +21,9 @@ OWN_COLUMNS = ("model", "activation", "seed", "n_train")
 # Perturbed siblings (robustness replicas) repeat a seed's condition under a one-bit change:
 # they are compared with their original, never counted as another condition.
 SIBLING_FIELDS = ("perturb", "replica")
-# Settings that name the same thing twice (the model table's name is in `model`).
-SKIP = ("model_spec",)
+# Settings that name the same thing twice (the model table's name is in `model`), and what
+# a run records rather than how it trains (a tuning run scores its test set only at the ends).
+SKIP = ("model_spec", "evaluate")
 
 
 def settings(runs: pd.DataFrame) -> pd.DataFrame:

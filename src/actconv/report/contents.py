@@ -52,6 +52,32 @@ def curve_tables(results, epochs, spike_k, spike_window, threshold) -> dict:
     return t
 
 
+def figure_tables(results, t, search) -> dict:
+    """What the curve figures draw. After a search: the confirm seeds only, each cell's confirm
+    runs under their model's name (every activation and size at its own chosen setting), so
+    the page draws one figure set per model rather than one per trial's setting (seed-fair:
+    499 figures); the trials are summarised by the sensitivity figure and candidates.csv."""
+    if search is None or "per_run" not in t or results.runs.empty:
+        return t
+    runs = results.runs
+    per_run = tuning.final_metrics(runs[runs["status"].isin(["done", "diverged"])], results.epochs)
+    if not per_run["final_val_loss"].notna().any():
+        return t
+    chosen = confirm.confirmed(per_run, search, search.select)
+    mapping = dict(confirm.confirm_runs(per_run, chosen, search)[["run_id", "condition"]].to_numpy())
+    keep = set(per_run.loc[~per_run["seed"].isin(search.tune_seeds), "run_id"])  # and any reference runs
+
+    def pick(table):
+        return relabel(only(table, keep), mapping)
+
+    out = {k: pick(t[k]) for k in ("epochs", "finished_batches", "spikes", "per_run", "finished_fits") if k in t}
+    if len(out["epochs"]):
+        out["fits"] = analysis.epoch_fits(out["epochs"])
+        out["curves"] = analysis.curve_intervals(out["epochs"], ["train_loss", "test_loss", "train_accuracy",
+                                                                 "test_accuracy"])
+    return out
+
+
 def claim_tables(results, t, thresholds) -> dict:
     """The ranking, the paired tests and every claim's verdicts."""
     out = {}

@@ -8,7 +8,7 @@ from ..analysis import claims, conditions, robustness, tuning
 from ..analysis.tables import CONFIG_KEYS
 from ..errors import ActconvError
 from ..study.activations import use_stored_activations
-from .contents import (claim_tables, curve_tables, done_epochs, question_tables, study_reference_lr,
+from .contents import (claim_tables, curve_tables, done_epochs, figure_tables, question_tables, study_reference_lr,
                        study_search)
 from . import interactive
 from .figure_jobs import curve_figures, diagnostics_figures, GALLERY, question_figures
@@ -77,9 +77,10 @@ def write_report(out_dir, results=None, *, spike_k: float = 10.0, spike_window: 
         epochs = done_epochs(results)
         writer.submit(diagnostics_figures(results, epochs))
         t = curve_tables(results, epochs, spike_k, spike_window, threshold)
-        writer.submit(curve_figures(results, t))
+        search = study_search(out_dir)
+        writer.submit(curve_figures(results, figure_tables(results, t, search)))
         t.update(claim_tables(results, t, thresholds))
-        t.update(question_tables(everything, results, t, thresholds, study_search(out_dir), focus))
+        t.update(question_tables(everything, results, t, thresholds, search, focus))
         writer.submit(question_figures(t))
         inside, curves, questions = writer.results()
     written = curves + inside + questions  # the page's order

@@ -105,9 +105,11 @@ def _study(study: StudySpec, grids: list[Grid], perturb: bool) -> StudySpec:
     return replace(study, grids=tuple(grids), train=(), **({} if perturb else {"perturb": ()}))
 
 
-def _grid(cell: Cell, seeds, params: dict) -> Grid:
+def _grid(cell: Cell, seeds, params: dict, evaluate: str = "every") -> Grid:
     # floats: an int(a,b) value of 1 and 1.0 would give other run ids
     train = {**dict(cell.train), **{k: float(v) for k, v in params.items()}}
+    if evaluate != "every":  # left out at the default: the run ids of earlier searches stay
+        train["evaluate"] = evaluate
     return Grid((cell.model,), (cell.activation,), tuple(seeds), (cell.n_train,), tuple(sorted(train.items())))
 
 
@@ -128,7 +130,7 @@ def run_search(study: StudySpec, out_dir, *, max_trials: int | None = None, **ru
     outcome = SearchOutcome(str(out_dir), 0, 0, 0)
 
     def evaluate(batch: list[Trial]) -> None:
-        grids = [_grid(t.cell, search.tune_seeds, t.params) for t in batch]
+        grids = [_grid(t.cell, search.tune_seeds, t.params, search.tune_eval) for t in batch]
         for t, g in zip(batch, grids):
             t.run_ids = tuple(s.run_id for s in _study(study, [g], False).runs())
         _train(_study(study, grids, False), out_dir, outcome, run_kwargs)

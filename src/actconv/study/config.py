@@ -79,6 +79,10 @@ class RunSpec:
     perturb: str = ""               # a perturbed sibling: "init" (one weight's lowest bit) or "order"
     replica: int = 0                # which sibling of its kind (1..replicas); 0 for an original
     data_fingerprint: str = ""      # hash of an npz file's bytes: other data gives other runs
+    # When the test set and validation split are scored: "every" epoch, or only at epoch 0 and
+    # after the last ("ends": a search's tuning runs, whose choice needs the final scores only).
+    # Scoring never touches the weights, so the batches are the same either way.
+    evaluate: str = "every"
 
     @property
     def run_id(self) -> str:
@@ -115,7 +119,7 @@ def _drop_defaults(d: dict, cls, names) -> None:
 # Fields added to RunSpec and ModelSpec after stores existed: left out of the canonical JSON
 # at their defaults, so every run id (and stored config) from before stays what it was.
 ADDED_FIELDS = {"validation", "activation_def", "perturb", "replica", "data_fingerprint",
-                "options", "fingerprint"}
+                "options", "fingerprint", "evaluate"}
 
 
 def run_id(spec: RunSpec) -> str:
@@ -510,7 +514,7 @@ def _with_search(where: str, study: StudySpec, search) -> StudySpec:
             search = searching.build(where, study.name, space=search.space, trials=search.trials,
                                      sampler=search.sampler, tune_seeds=search.tune_seeds,
                                      confirm_seeds=seeds, select=search.select, batch=search.batch,
-                                     reference=search.reference)
+                                     reference=search.reference, tune_eval=search.tune_eval)
         except ConfigError as e:
             raise ConfigError(f"{e} (confirm seeds default to the study's seeds: give fresh "
                               f"ones with --confirm-seeds)") from None
@@ -601,7 +605,7 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
                    hidden_units=None, activate_logits=None, dataset=None, device=None,
                    threads=None, perturb=None, replicas=None, perturb_seeds=None,
                    search=None, trials=None, sampler=None, tune_seeds=None, confirm_seeds=None,
-                   select=None, trial_batch=None, search_reference=None, **train) -> StudySpec:
+                   select=None, trial_batch=None, search_reference=None, tune_eval=None, **train) -> StudySpec:
     """The study with command-line flags applied to every grid (None leaves a value alone)."""
     specs = dict(study.models)
     if models is not None:
@@ -655,7 +659,7 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
     grids = tuple(dict.fromkeys(grids))
     study = _with_search("flags", replace(study, grids=grids), _search_flags(
         study, search, trials, sampler, tune_seeds, confirm_seeds, select, trial_batch, seeds is not None,
-        search_reference))
+        search_reference, tune_eval))
     return replace(study, grids=grids, models=tuple(specs.items()), activation_defs=_used_defs(defs, grids),
                    dataset=dataset or study.dataset, data_fingerprint=data_fingerprint,
                    device=device or study.device, threads=threads or study.threads,
@@ -663,13 +667,14 @@ def with_overrides(study: StudySpec, *, models=None, activations=None, seeds=Non
 
 
 def _search_flags(study: StudySpec, space, trials, sampler, tune_seeds, confirm_seeds, select, batch,
-                  new_seeds, reference=None):
+                  new_seeds, reference=None, tune_eval=None):
     """The study's search with the flags applied: --search replaces its space, the others
     one value each; a search flag without any search is an error."""
     old = study.search
     given = {k: v for k, v in (("--trials", trials), ("--sampler", sampler), ("--tune-seeds", tune_seeds),
                                ("--confirm-seeds", confirm_seeds), ("--select", select),
-                               ("--trial-batch", batch), ("--search-reference", reference))
+                               ("--trial-batch", batch), ("--search-reference", reference),
+                               ("--tune-eval", tune_eval))
              if v is not None}
     if not space and old is None:
         if given:
@@ -686,7 +691,8 @@ def _search_flags(study: StudySpec, space, trials, sampler, tune_seeds, confirm_
         confirm_seeds=confirm_seeds if confirm_seeds is not None else keep_confirm,
         select=select or (old.select if old else None),
         batch=batch if batch is not None else (old.batch if old else None),
-        reference=reference if reference is not None else (old.reference if old else None))
+        reference=reference if reference is not None else (old.reference if old else None),
+        tune_eval=tune_eval or (old.tune_eval if old else None))
 
 
 # Seconds per training sample per epoch on one thread of this project's 2-core reference

@@ -65,6 +65,10 @@ class SearchSpec:
     # with like. Off by default: it adds one confirm set per cell (a third to a half more runs
     # for the README's and seed-fair's budgets), and existing studies keep their cost.
     reference: bool = False
+    # When a tuning run scores its test set and validation split: "every" epoch (curves for
+    # every trial), or "ends", epoch 0 and the last only: all that choosing and the winner's
+    # curse read, at about half a small network's training time (the confirm runs keep curves).
+    tune_eval: str = "every"
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -160,7 +164,7 @@ def parse_seeds(value, where: str, key: str) -> tuple[int, ...]:
 
 
 def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune_seeds=None,
-          confirm_seeds=None, select=None, batch=None, reference=None) -> SearchSpec:
+          confirm_seeds=None, select=None, batch=None, reference=None, tune_eval=None) -> SearchSpec:
     """A validated SearchSpec; `space` is a list of (axis, Range) (each axis once)."""
     axes = [a for a, _ in space]
     if not space:
@@ -183,6 +187,9 @@ def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune
     reference = False if reference is None else reference
     if not isinstance(reference, bool):
         raise ConfigError(f"{where}: reference must be true or false, got {reference!r}")
+    tune_eval = tune_eval or "every"
+    if tune_eval not in TUNE_EVAL:
+        raise ConfigError(f"{where}: unknown tune_eval {tune_eval!r}; choose from: {', '.join(TUNE_EVAL)}")
     tune = parse_seeds(tune_seeds, where, "tune_seeds") if tune_seeds is not None else DEFAULT_TUNE_SEEDS
     confirm = parse_seeds(confirm_seeds, where, "confirm_seeds") if confirm_seeds is not None else ()
     both = sorted(set(tune) & set(confirm))
@@ -190,16 +197,18 @@ def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune
         raise ConfigError(f"{where}: confirm_seeds must be fresh seeds, disjoint from tune_seeds; "
                           f"both hold {', '.join(map(str, both[:5]))}")
     return SearchSpec(tuple(space), trials, sampler, tune, confirm, sampler_seed(study_name), select, batch,
-                      reference)
+                      reference, tune_eval)
 
 
-SEARCH_KEYS = ("space", "trials", "sampler", "tune_seeds", "confirm_seeds", "select", "batch", "reference")
+SEARCH_KEYS = ("space", "trials", "sampler", "tune_seeds", "confirm_seeds", "select", "batch", "reference",
+               "tune_eval")
+TUNE_EVAL = ("every", "ends")
 
 
 def from_table(where: str, table, study_name: str) -> SearchSpec:
     """The `[search]` table of a study: space = {lr = "log(0.001, 1)", momentum = [0, 0.9]}
     (or a list of "axis=range" strings), trials, sampler, tune_seeds, confirm_seeds, select, batch,
-    reference."""
+    reference, tune_eval."""
     where = f"{where} [search]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
@@ -216,7 +225,8 @@ def from_table(where: str, table, study_name: str) -> SearchSpec:
     return build(where, study_name, space=pairs, trials=table.get("trials"),
                  sampler=table.get("sampler"), tune_seeds=table.get("tune_seeds"),
                  confirm_seeds=table.get("confirm_seeds"), select=table.get("select"),
-                 batch=table.get("batch"), reference=table.get("reference"))
+                 batch=table.get("batch"), reference=table.get("reference"),
+                 tune_eval=table.get("tune_eval"))
 
 
 def from_dict(d: dict) -> SearchSpec:
@@ -224,4 +234,4 @@ def from_dict(d: dict) -> SearchSpec:
     space = tuple((a, Range(r["kind"], r["low"], r["high"], tuple(r["values"]))) for a, r in d["space"])
     return SearchSpec(space, d["trials"], d["sampler"], tuple(d["tune_seeds"]),
                       tuple(d["confirm_seeds"]), d["seed"], d.get("select", "val_loss"), d.get("batch", 1),
-                      d.get("reference", False))
+                      d.get("reference", False), d.get("tune_eval", "every"))

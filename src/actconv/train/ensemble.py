@@ -35,7 +35,7 @@ from ..study.config import RunSpec
 from ..study.models import TinyVGG
 from . import recorder
 from .loop import (DTYPES, EVAL_BATCH, RunResult, batch_table, environment, epoch_row, make_optimizer,
-                   prepare, shuffle_generator, until_nonfinite, validation_set)
+                   prepare, scored, shuffle_generator, until_nonfinite, validation_set)
 
 # Containers whose forward is their children in order.
 SEQUENTIAL = (nn.Sequential, TinyVGG)
@@ -296,6 +296,10 @@ def _train(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
             alive = [alive[j] for j in keep]
             if diag:
                 diag.keep(keep)
+        if not scored(spec, epoch):
+            for i in alive:
+                epochs[i].append(epoch_row(epoch, losses[i][-1], accs[i][-1], None, None))
+            continue
         test = _evaluate(stack, test_x.expand(len(alive), *test_x.shape), test_y.expand(len(alive), -1),
                          eval_batch)
         scores = _validate(stack, val, eval_batch, len(alive))

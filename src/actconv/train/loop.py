@@ -105,6 +105,12 @@ def until_nonfinite(losses: np.ndarray, accs: np.ndarray, epoch: int, steps: int
     return losses[:bad[0] + 1], accs[:bad[0] + 1], (epoch - 1) * steps + int(bad[0]) + 1
 
 
+def scored(spec: RunSpec, epoch: int) -> bool:
+    """Whether the test set and validation split are scored after this epoch (always at the
+    last; `evaluate="ends"` skips the others, half of a small network's time)."""
+    return spec.evaluate == "every" or epoch == spec.epochs
+
+
 def epoch_row(epoch: int, losses: np.ndarray, accs: np.ndarray, test_loss: float, test_acc: float) -> dict:
     """An epoch's row: the mean of its batch losses and accuracies (float64), its test metrics."""
     return dict(epoch=epoch, train_loss=float(losses.mean(dtype=np.float64)),
@@ -167,6 +173,9 @@ def train_run(spec: RunSpec, data: datasets.Data, progress: bool = False) -> Run
         if diverged_step is not None:
             status = "diverged"
             break
+        if not scored(spec, epoch):
+            epochs.append(epoch_row(epoch, epoch_losses, epoch_accs, None, None))
+            continue
         test_loss, test_acc = evaluate(model, test_x, test_y, eval_batch)
         epochs.append({**epoch_row(epoch, epoch_losses, epoch_accs, test_loss, test_acc),
                        **validate(model, val, eval_batch)})
