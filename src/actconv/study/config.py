@@ -79,8 +79,8 @@ class RunSpec:
     perturb: str = ""               # a perturbed sibling: "init" (one weight's lowest bit) or "order"
     replica: int = 0                # which sibling of its kind (1..replicas); 0 for an original
     data_fingerprint: str = ""      # hash of an npz file's bytes: other data gives other runs
-    # When the test set and validation split are scored: "every" epoch, or only at epoch 0 and
-    # after the last ("ends": a search's tuning runs, whose choice needs the final scores only).
+    # When the test set and validation split are scored: "every" epoch (and before training),
+    # or after the "last" only (a search's tuning runs: their choice reads the final scores).
     # Scoring never touches the weights, so the batches are the same either way.
     evaluate: str = "every"
 
@@ -462,7 +462,7 @@ def study_from_dict(d: dict, where: str = "study", base=None) -> StudySpec:
     for table in grid_tables:  # a grid may name a network without a table: models = ["timm:resnet10t"]
         names = table.get("models") if isinstance(table, dict) else None
         for m in names if isinstance(names, list) else []:
-            if m not in models and zoo.is_zoo(m):
+            if isinstance(m, str) and m not in models and zoo.is_zoo(m):  # a non-name: refused below
                 models[m] = zoo_model_spec(f"{where} [[grid]] models", {"kind": m})
     grids = []
     for i, table in enumerate(grid_tables):
