@@ -106,8 +106,8 @@ def _add_run(sub):
                         "the confirm seeds, for the reference-lr views (default: off; adds one confirm set "
                         "per cell)")
     h.add_argument("--tune-eval", help="when a tuning run scores its test set and validation split: every "
-                                       "epoch (default) or ends (epoch 0 and the last: what choosing reads, "
-                                       "about half a small network's time)")
+                                       "epoch (default) or last (after the last epoch only: what choosing "
+                                       "reads, about half a small network's time)")
     e = p.add_argument_group("data and execution")
     e.add_argument("--dataset", help="mnist-5k (default), mnist, fashion-mnist, kmnist, digits, cifar10, "
                                      "npz:PATH (arrays x and y) or torchvision:NAME (CIFAR10, CIFAR100, SVHN, "

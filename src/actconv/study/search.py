@@ -66,8 +66,8 @@ class SearchSpec:
     # for the README's and seed-fair's budgets), and existing studies keep their cost.
     reference: bool = False
     # When a tuning run scores its test set and validation split: "every" epoch (curves for
-    # every trial), or "ends", epoch 0 and the last only: all that choosing and the winner's
-    # curse read, at about half a small network's training time (the confirm runs keep curves).
+    # every trial), or after the "last" only: all that choosing and the winner's curse read,
+    # at about half a small network's training time (the confirm runs keep their curves).
     tune_eval: str = "every"
 
     @property
@@ -202,7 +202,7 @@ def build(where: str, study_name: str, *, space, trials=None, sampler=None, tune
 
 SEARCH_KEYS = ("space", "trials", "sampler", "tune_seeds", "confirm_seeds", "select", "batch", "reference",
                "tune_eval")
-TUNE_EVAL = ("every", "ends")
+TUNE_EVAL = ("every", "last")
 
 
 def from_table(where: str, table, study_name: str) -> SearchSpec:

@@ -247,8 +247,11 @@ def _train(unit: list[RunSpec], data: datasets.Data) -> list[RunResult]:
 
     alive = list(range(k))  # unit positions of the members still training, in stack order
     train0 = _evaluate(stack, xs, ys, eval_batch)
-    test0 = _evaluate(stack, test_x.expand(k, *test_x.shape), test_y.expand(k, -1), eval_batch)
-    val0 = _validate(stack, val, eval_batch, k)
+    if scored(spec, 0):
+        test0 = _evaluate(stack, test_x.expand(k, *test_x.shape), test_y.expand(k, -1), eval_batch)
+        val0 = _validate(stack, val, eval_batch, k)
+    else:  # the training subset alone: the start, which a tuning run's score is checked against
+        test0, val0 = ([None] * k, [None] * k), [{} for _ in range(k)]
     epochs = [[dict(epoch=0, train_loss=train0[0][i], train_accuracy=train0[1][i],
                     test_loss=test0[0][i], test_accuracy=test0[1][i], **val0[i])] for i in range(k)]
     losses, accs = [[] for _ in range(k)], [[] for _ in range(k)]
